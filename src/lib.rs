@@ -1,0 +1,14 @@
+//! `reissuer`: reissues DigiCert CertCentral certificates in bulk, exactly once, inside the
+//! account's rate limits, with a SQLite journal that survives crashes.
+//!
+//! Calls go downward only: `cli` → `runner` → (`api`, `journal`, `limiter`) → pure core
+//! (`manifest`, `payload`, `config`, `secret`). The `simulator` is CertCentral on loopback and
+//! shares none of the client's request or response types.
+
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod manifest;
+pub mod payload;
+pub mod secret;
+pub mod simulator;

@@ -1,0 +1,1 @@
+//! Manifest files (CSV, TOML) into validated orders.

@@ -1,0 +1,1 @@
+//! Reissue request bodies: canonical JSON and its digest.
