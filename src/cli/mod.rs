@@ -1,14 +1,284 @@
-//! The command line: clap types, and the edge where errors become exit codes.
+//! The command line: clap types, one file per subcommand, and the edge where errors become exit
+//! codes. Nothing below this module prints or knows about clap.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Reissues DigiCert CertCentral certificates in bulk.
+use crate::config::Quota;
+use crate::exit::Exit;
+
+mod validate;
+
+/// Reissues DigiCert CertCentral certificates in bulk: exactly once, inside the account's rate
+/// limits, with a journal that survives crashes and reruns.
 #[derive(Debug, Parser)]
-#[command(name = "reissuer", version)]
-pub struct Cli {}
+#[command(name = "reissuer", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
 
-pub fn main(_cli: Cli) -> ExitCode {
-    ExitCode::SUCCESS
+    /// The SQLite journal that records runs, orders and every request.
+    #[arg(long, global = true, env = "REISSUER_JOURNAL", default_value = "reissuer.db")]
+    pub journal: PathBuf,
+
+    /// Log line format on stderr (filter with RUST_LOG, e.g. RUST_LOG=debug).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the manifest, record it as a run, send every reissue not already done.
+    Run(RunArgs),
+    /// Continue the newest unfinished run (or --run ID) from the journal alone.
+    Resume(ResumeArgs),
+    /// Put a run's failed items back to pending and send them again.
+    Retry(RetryArgs),
+    /// Show the runs in the journal, or one run: counts per state, start/end, options.
+    Status(StatusArgs),
+    /// One row per order with its outcome, as CSV or JSON.
+    Report(ReportArgs),
+    /// Parse, build and check every payload; no network, no journal.
+    Validate(ValidateArgs),
+    /// Run the bundled sample manifest against the built-in simulator; needs no API key.
+    Demo(DemoArgs),
+}
+
+/// How a manifest is read into orders.
+#[derive(Debug, Clone, Args)]
+pub struct ManifestArgs {
+    /// The manifest: a .csv or .toml file of orders.
+    pub manifest: PathBuf,
+
+    /// A default for every order that does not set PATH, e.g. --set signature_hash=sha256.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub defaults: Vec<String>,
+
+    /// Accept a common_name that is neither the CSR's CN nor one of its DNS names.
+    #[arg(long)]
+    pub allow_cn_mismatch: bool,
+}
+
+/// Where and how requests are sent.
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    /// CertCentral API base URL; plain http:// only to a loopback host.
+    #[arg(long, env = "DIGICERT_BASE_URL", conflicts_with = "region")]
+    pub base_url: Option<String>,
+
+    /// Shorthand for the documented base URLs: us (www.digicert.com) or eu (certcentral.digicert.eu).
+    #[arg(long, value_enum)]
+    pub region: Option<Region>,
+
+    /// Read the API key from this file instead of DIGICERT_API_KEY.
+    #[arg(long, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub concurrency: u32,
+
+    /// A rolling-window quota N/DURATION (ms, s, m, h), repeatable; all are enforced at once.
+    /// Default: 100/5s and 1000/5m. `--rate unlimited` turns the limiter off (test servers only).
+    #[arg(long = "rate", value_name = "N/DURATION")]
+    pub rates: Vec<String>,
+
+    /// Attempts per order before it is marked failed.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+
+    /// Per-request timeout.
+    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    pub timeout: std::time::Duration,
+
+    /// Send without asking, even on a terminal.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Send items whose outcome could not be decided by reconciliation (may send twice).
+    #[arg(long)]
+    pub resend_uncertain: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Region {
+    Us,
+    Eu,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
+
+    #[command(flatten)]
+    pub send: SendArgs,
+
+    /// Print each payload as one JSON line; send nothing, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Send even orders whose identical payload already succeeded in this journal.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Record invalid rows as `invalid` and send the valid ones, instead of refusing the manifest.
+    #[arg(long)]
+    pub skip_invalid: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The run to continue (default: the newest unfinished one).
+    #[arg(long = "run", value_name = "ID")]
+    pub run_id: Option<i64>,
+
+    #[command(flatten)]
+    pub send: SendArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// The run whose failed items are retried (default: the newest run).
+    #[arg(long = "run", value_name = "ID")]
+    pub run_id: Option<i64>,
+
+    /// Also retry items CertCentral rejected (4xx), not only transient failures.
+    #[arg(long)]
+    pub all: bool,
+
+    #[command(flatten)]
+    pub send: SendArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Show one run in detail.
+    #[arg(long = "run", value_name = "ID")]
+    pub run_id: Option<i64>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run to report on (default: the newest run).
+    #[arg(long = "run", value_name = "ID")]
+    pub run_id: Option<i64>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Csv)]
+    pub format: ReportFormat,
+
+    /// Write to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
+
+    /// Print each payload as one JSON line, as `run --dry-run` does.
+    #[arg(long)]
+    pub print: bool,
+
+    /// Base URL used in the printed `url` fields.
+    #[arg(long, env = "DIGICERT_BASE_URL", conflicts_with = "region")]
+    pub base_url: Option<String>,
+
+    /// Shorthand for the documented base URLs.
+    #[arg(long, value_enum)]
+    pub region: Option<Region>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {}
+
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Resolves `--base-url` / `--region` to a checked base URL.
+pub(crate) fn resolve_base_url(
+    base_url: Option<&str>,
+    region: Option<Region>,
+) -> anyhow::Result<String> {
+    let url = match (base_url, region) {
+        (Some(url), _) => url,
+        (None, Some(Region::Eu)) => crate::config::EU_BASE_URL,
+        (None, _) => crate::config::US_BASE_URL,
+    };
+    Ok(crate::config::check_base_url(url)?)
+}
+
+/// Parses `--rate` values; none means the default quotas, `unlimited` means none at all.
+pub(crate) fn resolve_quotas(rates: &[String]) -> anyhow::Result<Vec<Quota>> {
+    if rates.is_empty() {
+        return Ok(crate::config::default_quotas());
+    }
+    if rates.iter().any(|r| r.eq_ignore_ascii_case("unlimited")) {
+        anyhow::ensure!(rates.len() == 1, "--rate unlimited cannot be combined with quotas");
+        return Ok(Vec::new());
+    }
+    rates
+        .iter()
+        .map(|r| r.parse::<Quota>().map_err(anyhow::Error::from))
+        .collect()
+}
+
+/// Runs the command and turns its outcome into the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    match dispatch(cli) {
+        Ok(exit) => exit.into(),
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            let _ = writeln!(std::io::stderr(), "error: {err:#}");
+            exit_for_error(&err).into()
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
+    match &cli.command {
+        Command::Validate(args) => validate::validate(args),
+        Command::Run(args) if args.dry_run => validate::dry_run(args),
+        _ => {
+            anyhow::bail!("this subcommand is not yet available in this build")
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Picks the exit code for an error that reached the edge: typed errors decide, anything else is
+/// a usage error (nothing was sent).
+fn exit_for_error(_err: &anyhow::Error) -> Exit {
+    Exit::Usage
 }
