@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod journal;
 pub mod manifest;
 pub mod payload;
 pub mod secret;

@@ -1,0 +1,322 @@
+//! Items and their attempts: the write-ahead `in_flight` mark, outcomes, and the reads the
+//! runner and the report need. Every state change names the prior state in its SQL.
+
+use serde::Serialize;
+use sqlx::{FromRow, Sqlite, Transaction};
+
+use super::{ItemState, Journal, JournalError, now_text};
+
+/// An item the runner works on.
+#[derive(Debug, Clone, FromRow)]
+pub struct WorkItem {
+    pub id: i64,
+    pub run_id: i64,
+    pub order_id: i64,
+    pub payload: String,
+    pub attempts: i64,
+    pub first_sent_at: Option<String>,
+}
+
+/// One row of the report.
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct ItemRow {
+    pub order_id: i64,
+    pub state: String,
+    pub attempts: i64,
+    pub http_status: Option<i64>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub request_id: Option<i64>,
+    pub certificate_id: Option<i64>,
+    pub dcv_random_value: Option<String>,
+    pub line: i64,
+}
+
+/// What is known after an answer (or its absence); written with the transition.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub http_status: Option<u16>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub request_id: Option<u64>,
+    pub certificate_id: Option<u64>,
+    pub dcv_random_value: Option<String>,
+    /// `transient` or `rejected`, for items that become `failed`.
+    pub failure_kind: Option<&'static str>,
+    /// The attempt does not count against `--max-attempts` (429/503, or a send that never left).
+    pub uncharged: bool,
+}
+
+/// One change to the journal; a batch of them commits in one transaction.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// `pending` → `in_flight`, and a new attempt row, committed before the request leaves.
+    MarkInFlight { item_id: i64 },
+    /// The item moves on; `outcome` is recorded on it.
+    Transition {
+        item_id: i64,
+        from: ItemState,
+        to: ItemState,
+        outcome: Outcome,
+    },
+    /// The reissue attempt that was started by the last `MarkInFlight` ended.
+    FinishAttempt {
+        item_id: i64,
+        http_status: Option<u16>,
+        outcome: String,
+        duration_ms: u64,
+    },
+    /// A reconciliation GET for the item, complete.
+    Lookup {
+        item_id: i64,
+        kind: &'static str,
+        http_status: Option<u16>,
+        outcome: String,
+        duration_ms: u64,
+    },
+}
+
+impl Journal {
+    /// Applies the changes in one transaction: all or nothing.
+    pub async fn apply(&self, changes: &[Change]) -> Result<(), JournalError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let now = now_text();
+        for change in changes {
+            apply_one(&mut tx, change, &now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Up to `limit` pending items of the run with an id above `after_id`, in id order.
+    pub async fn pending_page(
+        &self,
+        run_id: i64,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<WorkItem>, JournalError> {
+        Ok(sqlx::query_as(
+            "SELECT id, run_id, order_id, payload, attempts, first_sent_at FROM items
+             WHERE run_id = ? AND state = 'pending' AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(run_id)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Items of any run whose outcome is unknown (`in_flight` or `uncertain`), with their state.
+    pub async fn unknown_outcomes(&self) -> Result<Vec<(WorkItem, ItemState)>, JournalError> {
+        let rows: Vec<(i64, i64, i64, String, i64, Option<String>, String)> = sqlx::query_as(
+            "SELECT id, run_id, order_id, payload, attempts, first_sent_at, state FROM items
+             WHERE state IN ('in_flight', 'uncertain') ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(
+                |(id, run_id, order_id, payload, attempts, first_sent_at, state)| {
+                    let state = state
+                        .parse::<ItemState>()
+                        .map_err(|e| JournalError::Sql(sqlx::Error::Decode(Box::new(e))))?;
+                    let item = WorkItem {
+                        id,
+                        run_id,
+                        order_id,
+                        payload,
+                        attempts,
+                        first_sent_at,
+                    };
+                    Ok((item, state))
+                },
+            )
+            .collect()
+    }
+
+    /// Marks the run's pending items `skipped` where the identical payload for the same order
+    /// already succeeded (in any run). Returns how many.
+    pub async fn skip_already_succeeded(&self, run_id: i64) -> Result<u64, JournalError> {
+        let done = sqlx::query(
+            "UPDATE items SET state = 'skipped', updated_at = ?
+             WHERE run_id = ? AND state = 'pending' AND EXISTS (
+                 SELECT 1 FROM items s WHERE s.order_id = items.order_id
+                 AND s.payload_digest = items.payload_digest AND s.state = 'succeeded')",
+        )
+        .bind(now_text())
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// `retry`: the run's failed items go back to `pending` with a fresh attempts budget;
+    /// only transient failures unless `all`. Returns how many.
+    pub async fn requeue_failed(&self, run_id: i64, all: bool) -> Result<u64, JournalError> {
+        let done = sqlx::query(
+            "UPDATE items SET state = 'pending', attempts = 0, failure_kind = NULL, updated_at = ?
+             WHERE run_id = ? AND state = 'failed' AND (? OR failure_kind = 'transient')",
+        )
+        .bind(now_text())
+        .bind(run_id)
+        .bind(all)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Report rows of one run, in manifest order.
+    pub async fn report_rows(&self, run_id: i64) -> Result<Vec<ItemRow>, JournalError> {
+        Ok(sqlx::query_as(
+            "SELECT order_id, state, attempts, http_status, error_code, error_message, request_id,
+                    certificate_id, dcv_random_value, line
+             FROM items WHERE run_id = ? ORDER BY line, id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Total HTTP requests recorded for the run (reissues and lookups).
+    pub async fn request_count(&self, run_id: i64) -> Result<u64, JournalError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM attempts a JOIN items i ON a.item_id = i.id WHERE i.run_id = ?",
+        )
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+async fn apply_one(
+    tx: &mut Transaction<'static, Sqlite>,
+    change: &Change,
+    now: &str,
+) -> Result<(), JournalError> {
+    match change {
+        Change::MarkInFlight { item_id } => {
+            let updated = sqlx::query(
+                "UPDATE items SET state = 'in_flight', attempts = attempts + 1,
+                        first_sent_at = coalesce(first_sent_at, ?1), updated_at = ?1
+                 WHERE id = ?2 AND state = 'pending'",
+            )
+            .bind(now)
+            .bind(item_id)
+            .execute(&mut **tx)
+            .await?;
+            expect_one(
+                updated.rows_affected(),
+                *item_id,
+                ItemState::Pending,
+                ItemState::InFlight,
+            )?;
+            sqlx::query(
+                "INSERT INTO attempts (item_id, attempt, kind, started_at)
+                 SELECT id, attempts, 'reissue', ? FROM items WHERE id = ?",
+            )
+            .bind(now)
+            .bind(item_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Change::Transition {
+            item_id,
+            from,
+            to,
+            outcome,
+        } => {
+            if !from.can_become(*to) {
+                return Err(JournalError::ForbiddenTransition {
+                    item_id: *item_id,
+                    from: *from,
+                    to: *to,
+                });
+            }
+            let updated = sqlx::query(
+                "UPDATE items SET state = ?, http_status = ?, error_code = ?, error_message = ?,
+                        request_id = coalesce(?, request_id),
+                        certificate_id = coalesce(?, certificate_id),
+                        dcv_random_value = coalesce(?, dcv_random_value),
+                        failure_kind = ?, attempts = max(0, attempts - ?), updated_at = ?
+                 WHERE id = ? AND state = ?",
+            )
+            .bind(to.as_str())
+            .bind(outcome.http_status)
+            .bind(&outcome.error_code)
+            .bind(&outcome.error_message)
+            .bind(outcome.request_id.and_then(|id| i64::try_from(id).ok()))
+            .bind(outcome.certificate_id.and_then(|id| i64::try_from(id).ok()))
+            .bind(&outcome.dcv_random_value)
+            .bind(outcome.failure_kind)
+            .bind(i64::from(outcome.uncharged))
+            .bind(now)
+            .bind(item_id)
+            .bind(from.as_str())
+            .execute(&mut **tx)
+            .await?;
+            expect_one(updated.rows_affected(), *item_id, *from, *to)?;
+        }
+        Change::FinishAttempt {
+            item_id,
+            http_status,
+            outcome,
+            duration_ms,
+        } => {
+            sqlx::query(
+                "UPDATE attempts SET finished_at = ?, http_status = ?, outcome = ?, duration_ms = ?
+                 WHERE item_id = ? AND kind = 'reissue' AND finished_at IS NULL",
+            )
+            .bind(now)
+            .bind(http_status)
+            .bind(outcome)
+            .bind(i64::try_from(*duration_ms).unwrap_or(i64::MAX))
+            .bind(item_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Change::Lookup {
+            item_id,
+            kind,
+            http_status,
+            outcome,
+            duration_ms,
+        } => {
+            sqlx::query(
+                "INSERT INTO attempts (item_id, attempt, kind, started_at, finished_at,
+                                       duration_ms, http_status, outcome)
+                 SELECT id, attempts, ?, ?, ?, ?, ?, ? FROM items WHERE id = ?",
+            )
+            .bind(kind)
+            .bind(now)
+            .bind(now)
+            .bind(i64::try_from(*duration_ms).unwrap_or(i64::MAX))
+            .bind(http_status)
+            .bind(outcome)
+            .bind(item_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn expect_one(
+    rows: u64,
+    item_id: i64,
+    expected: ItemState,
+    next: ItemState,
+) -> Result<(), JournalError> {
+    if rows == 1 {
+        Ok(())
+    } else {
+        Err(JournalError::StateConflict {
+            item_id,
+            expected,
+            next,
+        })
+    }
+}

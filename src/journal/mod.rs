@@ -1,0 +1,333 @@
+//! The SQLite journal: open, lock, migrate; runs, items and attempts. Knows no HTTP.
+//!
+//! One process writes a journal at a time (a lock file beside it), through one connection, in
+//! WAL mode with `synchronous = FULL`: a committed `in_flight` mark is on disk before the request
+//! it announces is sent.
+
+mod items;
+mod runs;
+pub mod state;
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+pub use items::{Change, ItemRow, Outcome, WorkItem};
+pub use runs::{Counts, NewRun, Planner, RunRow};
+pub use state::ItemState;
+
+/// `PRAGMA application_id` of a reissuer journal ("RSSR").
+const APPLICATION_ID: i64 = 0x5253_5352;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Everything that can go wrong with the journal file.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// Another process holds the journal's lock.
+    #[error("journal {path} is locked by another reissuer process (lock file {lock})")]
+    Locked { path: PathBuf, lock: PathBuf },
+    /// The file exists but is not a SQLite database written by reissuer.
+    #[error("{path} is not a reissuer journal; refusing to use or overwrite it")]
+    NotAJournal { path: PathBuf },
+    /// The journal was written by a newer reissuer.
+    #[error(
+        "journal {path} has schema version {found}, newer than this reissuer knows ({known}); upgrade reissuer"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    /// SQLite reports damage.
+    #[error("journal {path} is corrupt ({detail}); it was not changed")]
+    Corrupt { path: PathBuf, detail: String },
+    /// A read-only command was pointed at a journal that does not exist.
+    #[error("no journal at {path} (set --journal or REISSUER_JOURNAL)")]
+    Missing { path: PathBuf },
+    /// The named run is not in the journal.
+    #[error("run {run_id} is not in journal {path}")]
+    NoSuchRun { path: PathBuf, run_id: i64 },
+    /// An update found the item in another state than the one it expected.
+    #[error("item {item_id} was not {expected} when it was to become {next}")]
+    StateConflict {
+        item_id: i64,
+        expected: ItemState,
+        next: ItemState,
+    },
+    /// The code asked for a transition the state machine forbids.
+    #[error("item {item_id} cannot go from {from} to {to}")]
+    ForbiddenTransition {
+        item_id: i64,
+        from: ItemState,
+        to: ItemState,
+    },
+    /// Reading or creating the file or its lock failed.
+    #[error("cannot open journal {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Applying the schema failed.
+    #[error("cannot migrate journal {path}")]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A query failed.
+    #[error("journal query failed")]
+    Sql(#[from] sqlx::Error),
+}
+
+/// An open journal.
+pub struct Journal {
+    pool: SqlitePool,
+    path: PathBuf,
+    _lock: Option<File>,
+}
+
+impl Journal {
+    /// Opens (creating if needed) a journal for writing: takes the lock, checks the file is
+    /// ours and sound, applies the schema.
+    pub async fn open(path: &Path) -> Result<Self, JournalError> {
+        let lock = take_lock(path)?;
+        let existed = check_file(path)?;
+        if !existed {
+            create_private(path)?;
+        }
+        restrict_permissions(path);
+        let pool = connect(path, false).await?;
+        if existed {
+            verify_database(&pool, path).await?;
+        }
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|source| JournalError::Migrate {
+                path: path.to_owned(),
+                source,
+            })?;
+        restrict_permissions(path);
+        Ok(Self {
+            pool,
+            path: path.to_owned(),
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens an existing journal to read (status, report) while a run may be writing it.
+    pub async fn open_read_only(path: &Path) -> Result<Self, JournalError> {
+        if !check_file(path)? {
+            return Err(JournalError::Missing {
+                path: path.to_owned(),
+            });
+        }
+        let pool = connect(path, true).await?;
+        verify_database(&pool, path).await?;
+        Ok(Self {
+            pool,
+            path: path.to_owned(),
+            _lock: None,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Checkpoints the WAL and closes the connection.
+    pub async fn close(self) {
+        if self._lock.is_some() {
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await;
+        }
+        self.pool.close().await;
+    }
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+fn take_lock(path: &Path) -> Result<File, JournalError> {
+    let lock = lock_path(path);
+    let io = |source| JournalError::Io {
+        path: lock.clone(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock)
+        .map_err(io)?;
+    // flock-style: released by the kernel when the process dies, even by kill -9.
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Locked {
+            path: path.to_owned(),
+            lock,
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(io(source)),
+    }
+}
+
+/// Returns whether the file exists with content; refuses a non-empty file that is not SQLite.
+fn check_file(path: &Path) -> Result<bool, JournalError> {
+    let io = |source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(err) => return Err(io(err)),
+    };
+    let mut header = [0u8; 16];
+    let mut read = 0;
+    while read < header.len() {
+        match file.read(&mut header[read..]).map_err(io)? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    match read {
+        0 => Ok(false),
+        16 if &header == b"SQLite format 3\0" => Ok(true),
+        _ => Err(JournalError::NotAJournal {
+            path: path.to_owned(),
+        }),
+    }
+}
+
+fn create_private(path: &Path) -> Result<(), JournalError> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|source| JournalError::Io {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// The journal holds payloads and account identifiers: keep it and its WAL/SHM owner-only.
+/// SQLite creates the WAL and SHM with the database file's mode.
+fn restrict_permissions(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+async fn connect(path: &Path, read_only: bool) -> Result<SqlitePool, JournalError> {
+    let options = SqliteConnectOptions::from_str("sqlite:")?
+        .filename(path)
+        .create_if_missing(false)
+        .read_only(read_only)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10));
+    // One connection: one writer, and statements stay prepared on it.
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(options)
+        .await
+        .map_err(|err| classify_open_error(path, err))?;
+    Ok(pool)
+}
+
+fn classify_open_error(path: &Path, err: sqlx::Error) -> JournalError {
+    let text = err.to_string();
+    if text.contains("not a database") || text.contains("malformed") {
+        JournalError::Corrupt {
+            path: path.to_owned(),
+            detail: text,
+        }
+    } else {
+        JournalError::Sql(err)
+    }
+}
+
+/// Checks an existing file is a sound reissuer journal of a schema this version knows.
+async fn verify_database(pool: &SqlitePool, path: &Path) -> Result<(), JournalError> {
+    let corrupt = |err: sqlx::Error| JournalError::Corrupt {
+        path: path.to_owned(),
+        detail: err.to_string(),
+    };
+    let check: String = sqlx::query_scalar("PRAGMA quick_check")
+        .fetch_one(pool)
+        .await
+        .map_err(corrupt)?;
+    if check != "ok" {
+        return Err(JournalError::Corrupt {
+            path: path.to_owned(),
+            detail: check,
+        });
+    }
+    let app_id: i64 = sqlx::query_scalar("PRAGMA application_id")
+        .fetch_one(pool)
+        .await
+        .map_err(corrupt)?;
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
+        .fetch_one(pool)
+        .await
+        .map_err(corrupt)?;
+    if app_id != APPLICATION_ID {
+        return if app_id == 0 && tables == 0 {
+            Ok(())
+        } else {
+            Err(JournalError::NotAJournal {
+                path: path.to_owned(),
+            })
+        };
+    }
+    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let found: Option<i64> = sqlx::query("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(pool)
+        .await
+        .ok()
+        .and_then(|row| row.try_get(0).ok());
+    match found {
+        Some(found) if found > known => Err(JournalError::NewerSchema {
+            path: path.to_owned(),
+            found,
+            known,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The current time as the journal writes it: RFC 3339, UTC, milliseconds.
+pub(crate) fn now_text() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let millis = now.millisecond();
+    let now = now
+        .replace_nanosecond(u32::from(millis) * 1_000_000)
+        .unwrap_or(now);
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

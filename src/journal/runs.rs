@@ -1,0 +1,304 @@
+//! Runs: planning one (its items, in one transaction), finding them, counting their states.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::{FromRow, Sqlite, Transaction};
+
+use super::{ItemState, Journal, JournalError, now_text};
+
+/// What a new run records about itself.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub manifest: Option<String>,
+    pub base_url: String,
+    /// The options the run was started with, as JSON, for `status`.
+    pub options: serde_json::Value,
+    /// Send orders whose identical payload already succeeded.
+    pub force: bool,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub created_at: String,
+    pub manifest: Option<String>,
+    pub manifest_digest: Option<String>,
+    pub base_url: String,
+    pub options: String,
+    pub last_stop: Option<String>,
+    pub updated_at: String,
+}
+
+/// Items per state for one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts(pub BTreeMap<ItemState, u64>);
+
+impl Counts {
+    pub fn get(&self, state: ItemState) -> u64 {
+        self.0.get(&state).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    pub fn open(&self) -> u64 {
+        self.0
+            .iter()
+            .filter(|(state, _)| state.is_open())
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    pub fn add(&mut self, state: ItemState, n: i64) {
+        let entry = self.0.entry(state).or_default();
+        *entry = entry.saturating_add_signed(n);
+    }
+
+    pub fn move_one(&mut self, from: ItemState, to: ItemState) {
+        self.add(from, -1);
+        self.add(to, 1);
+    }
+
+    /// `succeeded 10, failed 2, ...` in state order, leaving out zeros.
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = ItemState::ALL
+            .into_iter()
+            .filter(|state| self.get(*state) > 0)
+            .map(|state| format!("{state} {}", self.get(state)))
+            .collect();
+        if parts.is_empty() {
+            "no orders".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+impl Serialize for ItemState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// A run being planned: every row of the manifest goes in inside one transaction, so an
+/// invalid manifest leaves the journal as it was.
+pub struct Planner {
+    tx: Transaction<'static, Sqlite>,
+    run_id: i64,
+    force: bool,
+    digest: Sha256,
+    counts: Counts,
+}
+
+impl Journal {
+    /// Starts planning a run.
+    pub async fn plan_run(&self, new: &NewRun) -> Result<Planner, JournalError> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_text();
+        let run_id: i64 = sqlx::query_scalar(
+            "INSERT INTO runs (created_at, manifest, base_url, options, updated_at)
+             VALUES (?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&now)
+        .bind(&new.manifest)
+        .bind(&new.base_url)
+        .bind(new.options.to_string())
+        .bind(&now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut digest = Sha256::new();
+        digest.update(new.base_url.as_bytes());
+        digest.update(if new.force { b"force\n" } else { b"plain\n" });
+        Ok(Planner {
+            tx,
+            run_id,
+            force: new.force,
+            digest,
+            counts: Counts::default(),
+        })
+    }
+
+    /// All runs, oldest first.
+    pub async fn runs(&self) -> Result<Vec<RunRow>, JournalError> {
+        Ok(sqlx::query_as("SELECT * FROM runs ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// One run, or `NoSuchRun`.
+    pub async fn run(&self, run_id: i64) -> Result<RunRow, JournalError> {
+        sqlx::query_as("SELECT * FROM runs WHERE id = ?")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| JournalError::NoSuchRun {
+                path: self.path.clone(),
+                run_id,
+            })
+    }
+
+    /// The newest run, whatever its state.
+    pub async fn newest_run(&self) -> Result<Option<RunRow>, JournalError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM runs ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The newest run that still has items to send or reconcile.
+    pub async fn newest_open_run(&self) -> Result<Option<RunRow>, JournalError> {
+        Ok(sqlx::query_as(
+            "SELECT * FROM runs r WHERE EXISTS (
+                 SELECT 1 FROM items i WHERE i.run_id = r.id
+                 AND i.state IN ('pending', 'in_flight', 'uncertain'))
+             ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Counts per state of one run.
+    pub async fn counts(&self, run_id: i64) -> Result<Counts, JournalError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, count(*) FROM items WHERE run_id = ? GROUP BY state")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut counts = Counts::default();
+        for (state, n) in rows {
+            let state: ItemState = state.parse().map_err(|e: super::state::UnknownState| {
+                JournalError::Sql(sqlx::Error::Decode(Box::new(e)))
+            })?;
+            counts.add(state, n);
+        }
+        Ok(counts)
+    }
+
+    /// Remembers why the run last stopped (`finished`, `interrupted`, `credentials refused`).
+    pub async fn set_last_stop(&self, run_id: i64, reason: &str) -> Result<(), JournalError> {
+        sqlx::query("UPDATE runs SET last_stop = ?, updated_at = ? WHERE id = ?")
+            .bind(reason)
+            .bind(now_text())
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Planner {
+    pub fn run_id(&self) -> i64 {
+        self.run_id
+    }
+
+    /// Adds a valid order: `skipped` if the identical payload already succeeded (and not
+    /// forced), `pending` otherwise.
+    pub async fn add_order(
+        &mut self,
+        order_id: u64,
+        line: u64,
+        canonical: &str,
+        payload_digest: &str,
+    ) -> Result<ItemState, JournalError> {
+        let order_id = i64::try_from(order_id).unwrap_or(i64::MAX);
+        let done_before = !self.force
+            && sqlx::query_scalar::<_, i64>(
+                "SELECT 1 FROM items WHERE order_id = ? AND payload_digest = ?
+                 AND state = 'succeeded' LIMIT 1",
+            )
+            .bind(order_id)
+            .bind(payload_digest)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .is_some();
+        let state = if done_before {
+            ItemState::Skipped
+        } else {
+            ItemState::Pending
+        };
+        self.insert(order_id, line, canonical, payload_digest, state, None)
+            .await?;
+        self.digest
+            .update(format!("{order_id} {payload_digest}\n").as_bytes());
+        Ok(state)
+    }
+
+    /// Adds an invalid row (`--skip-invalid`) with its errors.
+    pub async fn add_invalid(
+        &mut self,
+        order_id: Option<u64>,
+        line: u64,
+        errors: &str,
+    ) -> Result<(), JournalError> {
+        // A row whose order_id is unreadable still needs a unique key in its run.
+        let order_id = order_id
+            .and_then(|id| i64::try_from(id).ok())
+            .unwrap_or(-i64::try_from(line).unwrap_or(i64::MAX));
+        self.insert(order_id, line, "", "", ItemState::Invalid, Some(errors))
+            .await?;
+        self.digest
+            .update(format!("{order_id} invalid {line}\n").as_bytes());
+        Ok(())
+    }
+
+    async fn insert(
+        &mut self,
+        order_id: i64,
+        line: u64,
+        canonical: &str,
+        payload_digest: &str,
+        state: ItemState,
+        error_message: Option<&str>,
+    ) -> Result<(), JournalError> {
+        sqlx::query(
+            "INSERT INTO items (run_id, order_id, line, payload, payload_digest, state,
+                                error_message, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(self.run_id)
+        .bind(order_id)
+        .bind(i64::try_from(line).unwrap_or(i64::MAX))
+        .bind(canonical)
+        .bind(payload_digest)
+        .bind(state.as_str())
+        .bind(error_message)
+        .bind(now_text())
+        .execute(&mut *self.tx)
+        .await?;
+        self.counts.add(state, 1);
+        Ok(())
+    }
+
+    /// The digest of everything planned so far: equal digests mean the same manifest content
+    /// and options.
+    pub fn manifest_digest(&self) -> String {
+        hex::encode(self.digest.clone().finalize())
+    }
+
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    /// Commits the run.
+    pub async fn commit(mut self) -> Result<i64, JournalError> {
+        let digest = self.manifest_digest();
+        sqlx::query("UPDATE runs SET manifest_digest = ? WHERE id = ?")
+            .bind(&digest)
+            .bind(self.run_id)
+            .execute(&mut *self.tx)
+            .await?;
+        self.tx.commit().await?;
+        Ok(self.run_id)
+    }
+
+    /// Drops the run and every row planned for it.
+    pub async fn rollback(self) -> Result<(), JournalError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}

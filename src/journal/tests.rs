@@ -1,0 +1,195 @@
+use std::os::unix::fs::PermissionsExt;
+
+use super::*;
+
+fn new_run() -> NewRun {
+    NewRun {
+        manifest: Some("orders.csv".into()),
+        base_url: "http://127.0.0.1:1/services/v2".into(),
+        options: serde_json::json!({}),
+        force: false,
+    }
+}
+
+async fn planned(journal: &Journal, orders: &[(u64, &str)]) -> i64 {
+    let mut plan = journal.plan_run(&new_run()).await.expect("plan");
+    for (line, (order_id, payload)) in orders.iter().enumerate() {
+        plan.add_order(*order_id, line as u64 + 2, payload, &format!("d-{payload}"))
+            .await
+            .expect("add");
+    }
+    plan.commit().await.expect("commit")
+}
+
+#[tokio::test]
+async fn new_journal_and_its_wal_are_private() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let journal = Journal::open(&path).await.expect("open");
+    planned(&journal, &[(1, "{}")]).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = dir.path().join(format!("j.db{suffix}"));
+        let mode = std::fs::metadata(&file)
+            .expect("exists")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
+    journal.close().await;
+}
+
+#[tokio::test]
+async fn a_second_writer_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let first = Journal::open(&path).await.expect("open");
+    let second = Journal::open(&path).await;
+    assert!(matches!(second, Err(JournalError::Locked { .. })));
+    first.close().await;
+    Journal::open(&path)
+        .await
+        .expect("free again")
+        .close()
+        .await;
+}
+
+#[tokio::test]
+async fn a_foreign_file_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = dir.path().join("notes.db");
+    std::fs::write(&text, "hello, this is not a database at all").expect("write");
+    assert!(matches!(
+        Journal::open(&text).await,
+        Err(JournalError::NotAJournal { .. })
+    ));
+    assert_eq!(
+        std::fs::read_to_string(&text).expect("read"),
+        "hello, this is not a database at all"
+    );
+
+    let other = dir.path().join("other.db");
+    let pool = connect_plain(&other).await;
+    sqlx::query("CREATE TABLE t (x)")
+        .execute(&pool)
+        .await
+        .expect("create");
+    pool.close().await;
+    assert!(matches!(
+        Journal::open(&other).await,
+        Err(JournalError::NotAJournal { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    Journal::open(&path).await.expect("open").close().await;
+    let pool = connect_plain(&path).await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (99991231000000, 'future', 1, x'00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .expect("insert");
+    pool.close().await;
+    assert!(matches!(
+        Journal::open(&path).await,
+        Err(JournalError::NewerSchema { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_rolled_back_plan_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+    let mut plan = journal.plan_run(&new_run()).await.expect("plan");
+    plan.add_order(7, 2, "{}", "d").await.expect("add");
+    plan.rollback().await.expect("rollback");
+    assert!(journal.runs().await.expect("runs").is_empty());
+}
+
+#[tokio::test]
+async fn identical_payload_that_succeeded_is_skipped_next_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+    let run = planned(&journal, &[(1, "a"), (2, "b")]).await;
+    let items = journal.pending_page(run, 0, 10).await.expect("page");
+    for item in &items {
+        journal
+            .apply(&[
+                Change::MarkInFlight { item_id: item.id },
+                Change::Transition {
+                    item_id: item.id,
+                    from: ItemState::InFlight,
+                    to: ItemState::Succeeded,
+                    outcome: Outcome::default(),
+                },
+            ])
+            .await
+            .expect("apply");
+    }
+    let mut plan = journal.plan_run(&new_run()).await.expect("plan");
+    assert_eq!(
+        plan.add_order(1, 2, "a", "d-a").await.expect("add"),
+        ItemState::Skipped
+    );
+    assert_eq!(
+        plan.add_order(2, 3, "b2", "d-b2").await.expect("add"),
+        ItemState::Pending
+    );
+    plan.commit().await.expect("commit");
+}
+
+#[tokio::test]
+async fn an_update_from_the_wrong_state_fails_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+    let run = planned(&journal, &[(1, "a")]).await;
+    let item = journal
+        .pending_page(run, 0, 10)
+        .await
+        .expect("page")
+        .remove(0);
+    let wrong = journal
+        .apply(&[Change::Transition {
+            item_id: item.id,
+            from: ItemState::InFlight,
+            to: ItemState::Succeeded,
+            outcome: Outcome::default(),
+        }])
+        .await;
+    assert!(matches!(wrong, Err(JournalError::StateConflict { .. })));
+    let forbidden = journal
+        .apply(&[Change::Transition {
+            item_id: item.id,
+            from: ItemState::Pending,
+            to: ItemState::Succeeded,
+            outcome: Outcome::default(),
+        }])
+        .await;
+    assert!(matches!(
+        forbidden,
+        Err(JournalError::ForbiddenTransition { .. })
+    ));
+    assert_eq!(
+        journal
+            .counts(run)
+            .await
+            .expect("counts")
+            .get(ItemState::Pending),
+        1
+    );
+}
+
+async fn connect_plain(path: &std::path::Path) -> SqlitePool {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .expect("connect")
+}
