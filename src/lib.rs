@@ -5,6 +5,7 @@
 //! (`manifest`, `payload`, `config`, `secret`). The `simulator` is CertCentral on loopback and
 //! shares none of the client's request or response types.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod exit;

@@ -1,0 +1,358 @@
+//! The CertCentral client: one method per endpoint, and the one place where an answer (or its
+//! absence) is classified. Knows no SQL and no retry policy.
+
+mod wire;
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
+use reqwest::{Method, StatusCode};
+
+pub use wire::{OrderInfo, ReissueEntry, ServiceError};
+
+use crate::secret::ApiKey;
+
+/// The longest `Retry-After` honoured; a larger value is treated as this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// What the runner does about an error. The runner matches on this alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Not received by CertCentral: send again after a backoff.
+    Retry,
+    /// Throttled (429/503): every worker waits (for `Retry-After` when given); not charged.
+    Pause(Option<Duration>),
+    /// It may have arrived: find out before sending again.
+    Reconcile,
+    /// A definite rejection.
+    Fail,
+    /// The key is wrong or lacks permission: stop everything.
+    StopCredentials,
+}
+
+/// A request that did not end in a 2xx answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// CertCentral answered with an error status.
+    #[error("HTTP {status}{}", describe(errors))]
+    Status {
+        status: u16,
+        errors: Vec<ServiceError>,
+        retry_after: Option<Duration>,
+    },
+    /// The connection could not be made; the request never left.
+    #[error("cannot connect to CertCentral")]
+    NotSent(#[source] reqwest::Error),
+    /// The request may have been received, but no answer came.
+    #[error("{}", if *timed_out { "no answer before the timeout" } else { "connection lost before the answer" })]
+    NoAnswer {
+        timed_out: bool,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A 2xx answer to a GET that could not be read.
+    #[error("unreadable answer from CertCentral")]
+    Decode(#[source] serde_json::Error),
+    /// The client itself could not be built.
+    #[error("cannot set up the HTTP client")]
+    Setup(#[source] reqwest::Error),
+}
+
+fn describe(errors: &[ServiceError]) -> String {
+    if errors.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.code, e.message))
+        .collect();
+    format!(" ({})", parts.join("; "))
+}
+
+impl ApiError {
+    /// How the runner treats this error for a reissue POST.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            ApiError::Status {
+                status,
+                retry_after,
+                ..
+            } => match *status {
+                401 | 403 => Disposition::StopCredentials,
+                429 | 503 => Disposition::Pause(*retry_after),
+                // The server may have committed the reissue before failing.
+                500..=599 => Disposition::Reconcile,
+                _ => Disposition::Fail,
+            },
+            ApiError::NotSent(_) => Disposition::Retry,
+            ApiError::NoAnswer { .. } | ApiError::Decode(_) => Disposition::Reconcile,
+            ApiError::Setup(_) => Disposition::Fail,
+        }
+    }
+
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The error codes, joined with `;` as the report shows them.
+    pub fn codes(&self) -> Option<String> {
+        match self {
+            ApiError::Status { errors, .. } if !errors.is_empty() => Some(
+                errors
+                    .iter()
+                    .map(|e| e.code.as_str())
+                    .collect::<Vec<_>>()
+                    .join(";"),
+            ),
+            _ => None,
+        }
+    }
+
+    /// The error messages joined with `; `, or a description of the transport failure.
+    pub fn messages(&self) -> String {
+        match self {
+            ApiError::Status { errors, .. } if !errors.is_empty() => errors
+                .iter()
+                .map(|e| e.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => error_chain(other),
+        }
+    }
+}
+
+/// An error and its causes on one line. reqwest's errors name the URL, never headers, so the
+/// key cannot appear here.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A reissue CertCentral accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reissued {
+    pub status: u16,
+    pub request_id: Option<u64>,
+    pub certificate_id: Option<u64>,
+    pub dcv_random_value: Option<String>,
+}
+
+/// A client for one account.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: String,
+}
+
+impl Client {
+    pub fn new(
+        base_url: &str,
+        key: &ApiKey,
+        timeout: Duration,
+        connections: usize,
+    ) -> Result<Self, ApiError> {
+        let mut key_header = HeaderValue::from_str(key.expose()).map_err(|_| {
+            ApiError::Status {
+                status: 0,
+                errors: vec![ServiceError {
+                    code: "invalid_api_key".into(),
+                    message: "the API key contains characters not allowed in a header".into(),
+                }],
+                retry_after: None,
+            }
+        })?;
+        // Keeps the value out of Debug output and out of HTTP/2 header compression tables.
+        key_header.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert("X-DC-DEVKEY", key_header);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("reissuer/", env!("CARGO_PKG_VERSION"))),
+        );
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(connections)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(ApiError::Setup)?;
+        Ok(Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `POST /order/certificate/{order_id}/reissue` with a body already serialized.
+    pub async fn reissue(&self, order_id: i64, body: String) -> Result<Reissued, ApiError> {
+        let url = format!("{}/order/certificate/{order_id}/reissue", self.base_url);
+        let (status, bytes) = self.send(Method::POST, &url, Some(body)).await?;
+        // A 2xx means accepted, even if its body cannot be read: never send it again.
+        let parsed: wire::ReissueResponse = serde_json::from_slice(&bytes).unwrap_or_default();
+        Ok(Reissued {
+            status,
+            request_id: parsed.requests.iter().find_map(|r| r.id),
+            certificate_id: parsed.certificate_id,
+            dcv_random_value: parsed.dcv_random_value,
+        })
+    }
+
+    /// `GET /order/certificate/{order_id}`.
+    pub async fn order_info(&self, order_id: i64) -> Result<OrderInfo, ApiError> {
+        let url = format!("{}/order/certificate/{order_id}", self.base_url);
+        self.get_json(&url).await
+    }
+
+    /// `GET /order/certificate/{order_id}/reissue`.
+    pub async fn reissue_list(&self, order_id: i64) -> Result<Vec<ReissueEntry>, ApiError> {
+        let url = format!("{}/order/certificate/{order_id}/reissue", self.base_url);
+        let list: wire::ReissueList = self.get_json(&url).await?;
+        Ok(list.certificates)
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, ApiError> {
+        let (_, bytes) = self.send(Method::GET, url, None).await?;
+        serde_json::from_slice(&bytes).map_err(ApiError::Decode)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<String>,
+    ) -> Result<(u16, bytes::Bytes), ApiError> {
+        let mut request = self.http.request(method, url);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.map_err(transport_error)?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let bytes = response.bytes().await.map_err(transport_error)?;
+        if status.is_success() {
+            Ok((status.as_u16(), bytes))
+        } else {
+            Err(ApiError::Status {
+                status: status.as_u16(),
+                errors: wire::parse_errors(&bytes),
+                retry_after: retry_after.filter(|_| {
+                    status == StatusCode::TOO_MANY_REQUESTS
+                        || status == StatusCode::SERVICE_UNAVAILABLE
+                }),
+            })
+        }
+    }
+}
+
+fn transport_error(err: reqwest::Error) -> ApiError {
+    if err.is_connect() {
+        ApiError::NotSent(err)
+    } else {
+        ApiError::NoAnswer {
+            timed_out: err.is_timeout(),
+            source: err.without_url(),
+        }
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date, capped.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16) -> ApiError {
+        ApiError::Status {
+            status,
+            errors: Vec::new(),
+            retry_after: Some(Duration::from_secs(3)),
+        }
+    }
+
+    #[test]
+    fn every_status_has_one_disposition() {
+        use Disposition::*;
+        let table: &[(u16, Disposition)] = &[
+            (400, Fail),
+            (401, StopCredentials),
+            (403, StopCredentials),
+            (404, Fail),
+            (409, Fail),
+            (422, Fail),
+            (429, Pause(Some(Duration::from_secs(3)))),
+            (500, Reconcile),
+            (502, Reconcile),
+            (503, Pause(Some(Duration::from_secs(3)))),
+            (504, Reconcile),
+        ];
+        for (code, expected) in table {
+            assert_eq!(status(*code).disposition(), *expected, "HTTP {code}");
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_and_is_capped() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("999999"));
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn error_text_lists_every_code_and_message() {
+        let err = ApiError::Status {
+            status: 400,
+            errors: vec![
+                ServiceError {
+                    code: "required_param:certificate.signature_hash".into(),
+                    message: "signature_hash is required".into(),
+                },
+                ServiceError {
+                    code: "csr_invalid_cannot_parse".into(),
+                    message: "bad csr".into(),
+                },
+            ],
+            retry_after: None,
+        };
+        assert_eq!(
+            err.codes().as_deref(),
+            Some("required_param:certificate.signature_hash;csr_invalid_cannot_parse")
+        );
+        assert_eq!(err.messages(), "signature_hash is required; bad csr");
+        assert!(err.to_string().starts_with("HTTP 400 (required_param"));
+    }
+}
