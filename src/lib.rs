@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod journal;
+pub mod limiter;
 pub mod manifest;
 pub mod payload;
 pub mod secret;

@@ -160,15 +160,13 @@ impl Client {
         timeout: Duration,
         connections: usize,
     ) -> Result<Self, ApiError> {
-        let mut key_header = HeaderValue::from_str(key.expose()).map_err(|_| {
-            ApiError::Status {
-                status: 0,
-                errors: vec![ServiceError {
-                    code: "invalid_api_key".into(),
-                    message: "the API key contains characters not allowed in a header".into(),
-                }],
-                retry_after: None,
-            }
+        let mut key_header = HeaderValue::from_str(key.expose()).map_err(|_| ApiError::Status {
+            status: 0,
+            errors: vec![ServiceError {
+                code: "invalid_api_key".into(),
+                message: "the API key contains characters not allowed in a header".into(),
+            }],
+            retry_after: None,
         })?;
         // Keeps the value out of Debug output and out of HTTP/2 header compression tables.
         key_header.set_sensitive(true);
