@@ -8,10 +8,12 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod exit;
 pub mod journal;
 pub mod limiter;
 pub mod manifest;
+pub mod runner;
 pub mod payload;
 pub mod secret;
 pub mod simulator;
