@@ -13,6 +13,8 @@ pub mod exit;
 pub mod journal;
 pub mod limiter;
 pub mod manifest;
+pub mod progress;
+pub mod report;
 pub mod runner;
 pub mod payload;
 pub mod secret;

@@ -10,6 +10,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::Quota;
 use crate::exit::Exit;
 
+mod run;
+mod send;
+mod status;
 mod validate;
 
 /// Reissues DigiCert CertCentral certificates in bulk: exactly once, inside the account's rate
@@ -269,12 +272,51 @@ pub fn main(cli: Cli) -> ExitCode {
 
 fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     match &cli.command {
-        Command::Validate(args) => validate::validate(args),
-        Command::Run(args) if args.dry_run => validate::dry_run(args),
-        _ => {
-            anyhow::bail!("this subcommand is not yet available in this build")
-        }
+        Command::Validate(args) => return validate::validate(args),
+        Command::Run(args) if args.dry_run => return validate::dry_run(args),
+        _ => {}
     }
+    init_tracing(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match &cli.command {
+            Command::Run(args) => run::run(&cli, args).await,
+            Command::Resume(args) => run::resume(&cli, args).await,
+            Command::Retry(args) => run::retry(&cli, args).await,
+            Command::Status(args) => status::status(&cli, args).await,
+            Command::Report(args) => status::report(&cli, args).await,
+            Command::Demo(_) => anyhow::bail!("demo is not yet available in this build"),
+            Command::Validate(_) => unreachable!("handled above"),
+        }
+    })
+}
+
+/// Logs go to stderr through the progress bar's writer, so a log line never tears the bar.
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let indicatif = tracing_indicatif::IndicatifLayer::new();
+    let writer = indicatif.get_stderr_writer();
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
+                    .with_target(false),
+            )
+            .with(indicatif)
+            .try_init(),
+        // Machine-read logs get no progress bar.
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
+            .try_init(),
+    };
+    let _ = result;
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
@@ -287,6 +329,15 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 /// Picks the exit code for an error that reached the edge: typed errors decide, anything else is
 /// a usage error (nothing was sent).
-fn exit_for_error(_err: &anyhow::Error) -> Exit {
+fn exit_for_error(err: &anyhow::Error) -> Exit {
+    use crate::journal::JournalError;
+    for cause in err.chain() {
+        if let Some(JournalError::Locked { .. }) = cause.downcast_ref::<JournalError>() {
+            return Exit::Locked;
+        }
+        if cause.downcast_ref::<crate::runner::RunnerError>().is_some() {
+            return Exit::SomeFailed;
+        }
+    }
     Exit::Usage
 }

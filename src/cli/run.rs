@@ -1,0 +1,188 @@
+//! `run MANIFEST`: plan the manifest into the journal as a run (all or nothing), then send.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use crate::exit::Exit;
+use crate::journal::{ItemState, NewRun};
+use crate::manifest::{self, Row};
+use crate::payload;
+
+use super::send::{self, Sender, UsageError};
+use super::{Cli, RunArgs};
+
+pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<Exit> {
+    let sender = Sender::from_args(&args.send, args.force)?;
+    let journal_existed = cli.journal.exists();
+    let journal = send::open_journal(&cli.journal).await?;
+    let open_before = journal.newest_open_run().await?;
+    let new = NewRun {
+        manifest: Some(args.manifest.manifest.display().to_string()),
+        base_url: sender.base_url.clone(),
+        options: serde_json::json!({
+            "concurrency": args.send.concurrency,
+            "rates": args.send.rates,
+            "max_attempts": args.send.max_attempts,
+            "timeout": crate::config::format_duration(args.send.timeout),
+            "force": args.force,
+            "skip_invalid": args.skip_invalid,
+        }),
+        force: args.force,
+    };
+    let mut planner = journal.plan_run(&new).await?;
+    let invalid = plan_rows(&args.manifest, &mut planner, args.skip_invalid).await?;
+    if !invalid.is_empty() && !args.skip_invalid {
+        planner.rollback().await?;
+        journal.close().await;
+        if !journal_existed {
+            remove_journal_files(&cli.journal);
+        }
+        for error in &invalid {
+            eprintln!("{error}");
+        }
+        return Err(UsageError(format!(
+            "{}: {} invalid row(s); nothing was sent (fix them, or --skip-invalid to send the rest)",
+            args.manifest.manifest.display(),
+            invalid.len()
+        ))
+        .into());
+    }
+    let same_as_open = open_before
+        .as_ref()
+        .filter(|open| open.manifest_digest.as_deref() == Some(&planner.manifest_digest()));
+    let run_id = match same_as_open {
+        Some(open) => {
+            planner.rollback().await?;
+            tracing::info!("run {} holds this same manifest and is unfinished: resuming it", open.id);
+            open.id
+        }
+        None => {
+            let to_send = planner.counts().get(ItemState::Pending);
+            if !send::confirm(to_send, &sender.base_url, args.send.yes)? {
+                planner.rollback().await?;
+                eprintln!("nothing sent");
+                return Ok(Exit::Ok);
+            }
+            let skipped = planner.counts().get(ItemState::Skipped);
+            let run_id = planner.commit().await?;
+            tracing::info!(
+                "run {run_id}: {to_send} to send, {skipped} already done (skipped), {} invalid",
+                invalid.len()
+            );
+            run_id
+        }
+    };
+    for error in &invalid {
+        tracing::warn!("recorded as invalid: {error}");
+    }
+    let exit = send::execute(&journal, run_id, sender).await?;
+    journal.close().await;
+    Ok(exit)
+}
+
+/// Streams the manifest into the planner; returns every validation error, in file order.
+async fn plan_rows(
+    args: &super::ManifestArgs,
+    planner: &mut crate::journal::Planner,
+    record_invalid: bool,
+) -> anyhow::Result<Vec<String>> {
+    let options = super::validate::load_options(args);
+    let path = args.manifest.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Row>(1024);
+    let scanning = tokio::task::spawn_blocking(move || {
+        manifest::scan(&path, &options, |row| match tx.blocking_send(row) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        })
+    });
+    let mut errors = Vec::new();
+    while let Some(row) = rx.recv().await {
+        match row {
+            Row::Valid(order) => {
+                let canonical = payload::canonical_json(&order.body);
+                let digest = payload::digest(&canonical);
+                planner
+                    .add_order(order.order_id, order.line, &canonical, &digest)
+                    .await?;
+            }
+            Row::Invalid(row) => {
+                let text: Vec<String> = row.errors.iter().map(ToString::to_string).collect();
+                if record_invalid {
+                    planner
+                        .add_invalid(row.order_id, row.line, &text.join("; "))
+                        .await?;
+                }
+                errors.extend(text);
+            }
+        }
+    }
+    scanning.await??;
+    Ok(errors)
+}
+
+fn remove_journal_files(path: &Path) {
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(name));
+    }
+}
+
+/// `resume [--run ID]`.
+pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Result<Exit> {
+    let journal = send::open_journal(&cli.journal).await?;
+    let run = match args.run_id {
+        Some(id) => journal.run(id).await?,
+        None => match journal.newest_open_run().await? {
+            Some(run) => run,
+            None => {
+                eprintln!("nothing to resume: every run in {} is finished", cli.journal.display());
+                journal.close().await;
+                return Ok(Exit::Ok);
+            }
+        },
+    };
+    let force = serde_json::from_str::<serde_json::Value>(&run.options)
+        .ok()
+        .and_then(|options| options["force"].as_bool())
+        .unwrap_or(false);
+    let sender = sender_for_run(&args.send, &run, force)?;
+    let exit = send::execute(&journal, run.id, sender).await?;
+    journal.close().await;
+    Ok(exit)
+}
+
+/// `retry [--run ID] [--all]`.
+pub(crate) async fn retry(cli: &Cli, args: &super::RetryArgs) -> anyhow::Result<Exit> {
+    let journal = send::open_journal(&cli.journal).await?;
+    let run = match args.run_id {
+        Some(id) => journal.run(id).await?,
+        None => journal
+            .newest_run()
+            .await?
+            .ok_or_else(|| UsageError(format!("no runs in {}", cli.journal.display())))?,
+    };
+    let sender = sender_for_run(&args.send, &run, false)?;
+    let requeued = journal.requeue_failed(run.id, args.all).await?;
+    tracing::info!(
+        "run {}: {requeued} failed item(s) back to pending{}",
+        run.id,
+        if args.all { "" } else { " (transient failures only; --all for rejected ones)" }
+    );
+    let exit = send::execute(&journal, run.id, sender).await?;
+    journal.close().await;
+    Ok(exit)
+}
+
+/// A resumed run goes to the account it was started against, unless told otherwise.
+fn sender_for_run(
+    args: &super::SendArgs,
+    run: &crate::journal::RunRow,
+    force: bool,
+) -> anyhow::Result<Sender> {
+    let mut args = args.clone();
+    if args.base_url.is_none() && args.region.is_none() {
+        args.base_url = Some(run.base_url.clone());
+    }
+    Sender::from_args(&args, force)
+}

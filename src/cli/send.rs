@@ -1,0 +1,177 @@
+//! What `run`, `resume`, `retry` and `demo` share: the key, the client, signals, the runner with
+//! its progress display, the summary and the exit code.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::Client;
+use crate::events::StopReason;
+use crate::exit::Exit;
+use crate::journal::{ItemState, Journal};
+use crate::limiter::Limiter;
+use crate::runner::{self, Deps, RunnerOptions};
+use crate::secret::ApiKey;
+
+use super::SendArgs;
+
+/// Requests in flight get this long to finish after a stop signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A usage problem found before anything was sent (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The API key from `--api-key-file` or `DIGICERT_API_KEY`.
+pub(crate) fn load_api_key(args: &SendArgs) -> anyhow::Result<ApiKey> {
+    if let Some(path) = &args.api_key_file {
+        let metadata = std::fs::metadata(path)
+            .with_context(|| format!("cannot read API key file {}", path.display()))?;
+        if metadata.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                "API key file {} is readable by other users; chmod 600 it",
+                path.display()
+            );
+        }
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read API key file {}", path.display()))?;
+        return ApiKey::new(&text).ok_or_else(|| {
+            UsageError(format!("API key file {} is empty", path.display())).into()
+        });
+    }
+    std::env::var("DIGICERT_API_KEY")
+        .ok()
+        .and_then(|key| ApiKey::new(&key))
+        .ok_or_else(|| {
+            UsageError(
+                "no API key: set DIGICERT_API_KEY or pass --api-key-file PATH".to_owned(),
+            )
+            .into()
+        })
+}
+
+/// What a send needs, resolved from the flags.
+pub(crate) struct Sender {
+    pub base_url: String,
+    pub client: Client,
+    pub limiter: Arc<Limiter>,
+    pub options: RunnerOptions,
+}
+
+impl Sender {
+    pub(crate) fn from_args(args: &SendArgs, force: bool) -> anyhow::Result<Self> {
+        let base_url = super::resolve_base_url(args.base_url.as_deref(), args.region)
+            .map_err(|e| UsageError(format!("{e:#}")))?;
+        let quotas =
+            super::resolve_quotas(&args.rates).map_err(|e| UsageError(format!("{e:#}")))?;
+        let key = load_api_key(args)?;
+        let concurrency = args.concurrency as usize;
+        let client = Client::new(&base_url, &key, args.timeout, concurrency)?;
+        Ok(Self {
+            base_url,
+            client,
+            limiter: Arc::new(Limiter::new(&quotas)),
+            options: RunnerOptions {
+                concurrency,
+                max_attempts: args.max_attempts,
+                resend_uncertain: args.resend_uncertain,
+                force,
+                drain_timeout: DRAIN_TIMEOUT,
+            },
+        })
+    }
+}
+
+/// On a terminal, asks before sending; `--yes` or no terminal means yes.
+pub(crate) fn confirm(to_send: u64, base_url: &str, yes: bool) -> std::io::Result<bool> {
+    if yes || to_send == 0 || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal()
+    {
+        return Ok(true);
+    }
+    let mut stderr = std::io::stderr();
+    write!(
+        stderr,
+        "About to send {to_send} reissue request(s) to {base_url}. Continue? [y/N] "
+    )?;
+    stderr.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+/// Runs the runner on `run_id` with progress, signals and the summary; returns the exit code.
+pub(crate) async fn execute(
+    journal: &Journal,
+    run_id: i64,
+    sender: Sender,
+) -> anyhow::Result<Exit> {
+    let cancel = CancellationToken::new();
+    let signals = tokio::spawn(on_signals(cancel.clone()));
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let display = tokio::spawn(crate::progress::show(events_rx, run_id));
+    let deps = Deps {
+        journal,
+        client: sender.client,
+        limiter: sender.limiter,
+        events: Some(events_tx),
+    };
+    let result = runner::run(run_id, &sender.options, deps, cancel).await;
+    let _ = display.await;
+    signals.abort();
+    let summary = result?;
+    eprint!(
+        "{}",
+        crate::progress::summary(run_id, &summary, journal.path())
+    );
+    Ok(exit_for(&summary))
+}
+
+fn exit_for(summary: &runner::RunSummary) -> Exit {
+    let counts = &summary.counts;
+    match summary.stop {
+        StopReason::CredentialsRefused => Exit::Credentials,
+        StopReason::Interrupted => Exit::Interrupted,
+        StopReason::Finished
+            if counts.get(ItemState::Succeeded) + counts.get(ItemState::Skipped)
+                == counts.total() =>
+        {
+            Exit::Ok
+        }
+        StopReason::Finished => Exit::SomeFailed,
+    }
+}
+
+/// First SIGINT/SIGTERM: cancel (no new sends). Second: exit 3 at once; the write-ahead marks
+/// keep the journal consistent.
+async fn on_signals(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    for round in 0..2 {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        if round == 0 {
+            cancel.cancel();
+        } else {
+            let _ = writeln!(std::io::stderr(), "second signal: stopping now");
+            std::process::exit(Exit::Interrupted as i32);
+        }
+    }
+}
+
+/// Opens the journal for writing, or explains why not.
+pub(crate) async fn open_journal(path: &Path) -> anyhow::Result<Journal> {
+    Ok(Journal::open(path).await?)
+}

@@ -1,0 +1,105 @@
+//! `status` and `report`: read the journal while a run may be writing it.
+
+use std::io::Write;
+
+use anyhow::Context;
+
+use crate::exit::Exit;
+use crate::journal::{ItemState, Journal};
+
+use super::{Cli, ReportArgs, ReportFormat, StatusArgs};
+
+pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit> {
+    let journal = Journal::open_read_only(&cli.journal).await?;
+    let runs = match args.run_id {
+        Some(id) => vec![journal.run(id).await?],
+        None => journal.runs().await?,
+    };
+    let mut entries = Vec::new();
+    for run in runs {
+        let counts = journal.counts(run.id).await?;
+        entries.push((run, counts));
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let json: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|(run, counts)| {
+                serde_json::json!({
+                    "run": run.id,
+                    "created_at": run.created_at,
+                    "updated_at": run.updated_at,
+                    "manifest": run.manifest,
+                    "base_url": run.base_url,
+                    "options": serde_json::from_str::<serde_json::Value>(&run.options).unwrap_or_default(),
+                    "last_stop": run.last_stop,
+                    "finished": counts.open() == 0,
+                    "total": counts.total(),
+                    "counts": ItemState::ALL.iter().map(|s| (s.as_str().to_owned(), serde_json::json!(counts.get(*s)))).collect::<serde_json::Map<_, _>>(),
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut out, &json)?;
+        writeln!(out)?;
+    } else if entries.is_empty() {
+        writeln!(out, "no runs in {}", cli.journal.display())?;
+    } else {
+        for (run, counts) in &entries {
+            let state = if counts.open() == 0 { "finished" } else { "unfinished" };
+            writeln!(
+                out,
+                "run {:<4} {state:<10} {} orders: {}",
+                run.id,
+                counts.total(),
+                counts.summary()
+            )?;
+            writeln!(
+                out,
+                "         started {}, last change {}, last stop: {}",
+                run.created_at,
+                run.updated_at,
+                run.last_stop.as_deref().unwrap_or("-")
+            )?;
+            writeln!(
+                out,
+                "         manifest {}, account {}",
+                run.manifest.as_deref().unwrap_or("-"),
+                run.base_url
+            )?;
+            if args.run_id.is_some() {
+                writeln!(out, "         options {}", run.options)?;
+            }
+        }
+    }
+    journal.close().await;
+    Ok(Exit::Ok)
+}
+
+pub(crate) async fn report(cli: &Cli, args: &ReportArgs) -> anyhow::Result<Exit> {
+    let journal = Journal::open_read_only(&cli.journal).await?;
+    let run_id = match args.run_id {
+        Some(id) => journal.run(id).await?.id,
+        None => {
+            journal
+                .newest_run()
+                .await?
+                .with_context(|| format!("no runs in {}", cli.journal.display()))?
+                .id
+        }
+    };
+    let rows = journal.report_rows(run_id).await?;
+    journal.close().await;
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write report {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    match args.format {
+        ReportFormat::Csv => crate::report::write_csv(&rows, &mut out)?,
+        ReportFormat::Json => crate::report::write_json(&rows, &mut out)?,
+    }
+    out.flush()?;
+    Ok(Exit::Ok)
+}

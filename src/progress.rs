@@ -1,0 +1,121 @@
+//! Shows a run as it goes: a progress bar on a terminal, a log line every few seconds when
+//! stderr is not one (cron), and the summary at the end. Knows nothing of how items are sent.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressStyle;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tracing::info_span;
+use tracing_indicatif::span_ext::IndicatifSpanExt;
+
+use crate::config::format_duration;
+use crate::events::RunnerEvent;
+use crate::journal::{Counts, ItemState};
+use crate::runner::RunSummary;
+
+/// How often a plain log line is written when stderr is not a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Consumes runner events until the runner drops its sender.
+pub async fn show(mut events: UnboundedReceiver<RunnerEvent>, run_id: i64) {
+    let terminal = std::io::stderr().is_terminal();
+    let span = info_span!("run", run = run_id);
+    if terminal {
+        let style = ProgressStyle::with_template(
+            "{spinner} run {span_fields} [{bar:30}] {pos}/{len} {msg} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        span.pb_set_style(&style);
+    }
+    let _entered = span.enter();
+    let started = Instant::now();
+    let mut last_log = Instant::now();
+    let mut latest: Option<(Counts, u64)> = None;
+    while let Some(event) = events.recv().await {
+        match event {
+            RunnerEvent::Progress { counts, requests } => {
+                if terminal {
+                    let open = counts.open();
+                    span.pb_set_length(counts.total());
+                    span.pb_set_position(counts.total() - open);
+                    span.pb_set_message(&counts.summary());
+                } else if last_log.elapsed() >= LOG_EVERY {
+                    last_log = Instant::now();
+                    log_line(&counts, requests, started.elapsed());
+                }
+                latest = Some((counts, requests));
+            }
+            RunnerEvent::Paused { wait } => {
+                tracing::warn!(
+                    "CertCentral throttled the account; every worker waits {}",
+                    format_duration(wait)
+                );
+            }
+            RunnerEvent::Reconciling { items } => {
+                tracing::info!(
+                    "looking up {items} item(s) whose outcome is unknown before sending anything"
+                );
+            }
+            RunnerEvent::Stopping => {
+                tracing::warn!(
+                    "stopping: no new requests; waiting for those in flight (a second signal stops at once)"
+                );
+            }
+        }
+    }
+    if !terminal && let Some((counts, requests)) = latest {
+        log_line(&counts, requests, started.elapsed());
+    }
+}
+
+fn log_line(counts: &Counts, requests: u64, elapsed: Duration) {
+    let rate = requests as f64 / elapsed.as_secs_f64().max(0.001);
+    tracing::info!(
+        "{} of {} done: {}; {requests} requests, {rate:.1}/s",
+        counts.total() - counts.open(),
+        counts.total(),
+        counts.summary()
+    );
+}
+
+/// The end-of-run summary, for stderr.
+pub fn summary(run_id: i64, summary: &RunSummary, journal: &std::path::Path) -> String {
+    let counts = &summary.counts;
+    let secs = summary.elapsed.as_secs_f64().max(0.001);
+    let mut text = format!(
+        "run {run_id} {}: {}\n  {} requests in {:.1}s ({:.1}/s)\n  journal: {}\n",
+        summary.stop.as_str(),
+        counts.summary(),
+        summary.requests,
+        secs,
+        summary.requests as f64 / secs,
+        journal.display(),
+    );
+    let troubled = counts.get(ItemState::Failed)
+        + counts.get(ItemState::Uncertain)
+        + counts.get(ItemState::Invalid);
+    if troubled > 0 {
+        text.push_str(&format!(
+            "  see what went wrong: reissuer report --run {run_id} --journal {}\n",
+            journal.display()
+        ));
+    }
+    if counts.get(ItemState::Failed) > 0 {
+        text.push_str(&format!(
+            "  send failures again: reissuer retry --run {run_id} (--all for rejected ones too)\n"
+        ));
+    }
+    if counts.open() > 0 {
+        text.push_str(&format!(
+            "  continue: reissuer resume --run {run_id}{}\n",
+            if counts.get(ItemState::Uncertain) > 0 {
+                " (uncertain items are looked up again; --resend-uncertain sends them)"
+            } else {
+                ""
+            }
+        ));
+    }
+    text
+}
