@@ -1,1 +1,151 @@
 //! CertCentral on loopback: the test equipment behind `demo`, the tests and the benchmark.
+//!
+//! A real HTTP server (HTTP/1.1 and h2c) that speaks the shapes of
+//! `reference/certcentral-notes.md` for the endpoints a bulk reissue runner uses: reissue, order
+//! info, the order's reissue list, status changes and certificate download. It enforces rolling
+//! quotas, checks the API key, and injects faults (errors before and after the reissue is
+//! committed, a connection dropped with no response, latency) from a seeded RNG. Every request
+//! and every committed reissue lands in a [`Ledger`], which is what tests assert on: "each order
+//! was reissued exactly once" is `ledger.accepted_per_order()`.
+//!
+//! Requests are parsed as `serde_json::Value` here, never with the client's types, so a client
+//! bug cannot hide behind a matching simulator bug.
+//!
+//! Simulated orders: every order id exists unless a [`Scenario::missing_orders`] range names it.
+//! Before any reissue an order holds an issued certificate with CN `order-<id>.example.com` and
+//! SANs `order-<id>.example.com`, `www.order-<id>.example.com`. Orders whose id is a multiple of 7
+//! run on nginx (`server_platform` 45) with `sha384`; all others on apache (2) with `sha256`, so
+//! code that fills a reissue from the order's own values sees more than one answer.
+
+mod ca;
+mod csr;
+mod routes;
+mod server;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use server::{SimulatorHandle, start, start_on_loopback};
+
+/// How the simulated CertCentral account behaves.
+#[derive(Clone, Default)]
+pub struct Scenario {
+    /// The only `X-DC-DEVKEY` accepted; `None` accepts any non-empty key.
+    pub api_key: Option<String>,
+    /// Rolling windows, all enforced at once; empty means unlimited.
+    pub quotas: Vec<crate::config::Quota>,
+    /// `Retry-After` sent with 429 and 503 (whole seconds, rounded up); `None` sends none.
+    pub retry_after: Option<Duration>,
+    /// Order ids that answer 404 `not_found|order`.
+    pub missing_orders: Vec<RangeInclusive<u64>>,
+    /// Orders whose reissues are accepted but stay `needs_approval` forever.
+    pub needs_approval_orders: Vec<RangeInclusive<u64>>,
+    /// From an accepted reissue to its issuance; zero issues at once.
+    pub issuance_delay: Duration,
+    /// Faults at start; [`SimulatorHandle::set_faults`] changes them while running.
+    pub faults: Faults,
+    /// Seeds every random choice: faults, jitter, DCV tokens, serial numbers.
+    pub seed: u64,
+}
+
+// Written by hand so that the key never reaches a log line through `{:?}`.
+impl fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scenario")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("quotas", &self.quotas)
+            .field("retry_after", &self.retry_after)
+            .field("missing_orders", &self.missing_orders)
+            .field("needs_approval_orders", &self.needs_approval_orders)
+            .field("issuance_delay", &self.issuance_delay)
+            .field("faults", &self.faults)
+            .field("seed", &self.seed)
+            .finish()
+    }
+}
+
+/// Injected faults. Probabilities are in `0.0..=1.0`; all zero by default.
+///
+/// One random draw decides a reissue's fate, so the probabilities of `error_500`, `error_503`,
+/// `error_500_after_commit` and `drop_after_commit` add up (in that order); whatever exceeds 1.0
+/// in total is never reached.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Faults {
+    /// A reissue POST gets 500 and is not committed.
+    pub error_500: f64,
+    /// A reissue POST is committed to the ledger, then answered 500.
+    pub error_500_after_commit: f64,
+    /// A reissue POST gets 503 (with `Retry-After` when configured) and is not committed.
+    pub error_503: f64,
+    /// A reissue POST is committed, then its TCP connection is closed with no response.
+    pub drop_after_commit: f64,
+    /// Added before answering every request (the work, and any commit, happens first).
+    pub latency: Duration,
+    /// Plus a uniform random `0..=latency_jitter`.
+    pub latency_jitter: Duration,
+    /// An API GET (order info, reissue list, status changes, download) gets 500.
+    pub get_error_500: f64,
+}
+
+/// What the simulator saw and did; [`SimulatorHandle::ledger`] and `GET /__simulator/ledger`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Ledger {
+    /// Every reissue the server committed, in commit order.
+    pub accepted: Vec<AcceptedReissue>,
+    /// Every HTTP request received on any endpoint except the ledger's own, in completion order.
+    pub requests: Vec<RequestRecord>,
+}
+
+/// One committed reissue.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AcceptedReissue {
+    pub order_id: u64,
+    pub request_id: u64,
+    /// The `certificate_id` the 201 answer carried (only with `skip_approval`).
+    pub certificate_id: Option<u64>,
+    /// The `certificate.csr` exactly as received.
+    pub csr: Option<String>,
+    /// The whole request body as received.
+    pub body: serde_json::Value,
+    /// Unix time in milliseconds.
+    pub accepted_at_ms: u64,
+    /// The DCV token the 201 answer carried (token DCV methods only).
+    pub dcv_random_value: Option<String>,
+}
+
+/// One HTTP request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Microseconds since the simulator started; for admitted API calls, the admission instant
+    /// the quotas were checked at.
+    pub received_us: u64,
+    pub method: String,
+    /// The URI path, without the query string.
+    pub path: String,
+    /// The status sent, or 0 if no response was sent (connection dropped by a fault, or by the
+    /// client while the answer was delayed).
+    pub status: u16,
+}
+
+impl Ledger {
+    /// Committed reissues per order id.
+    pub fn accepted_per_order(&self) -> BTreeMap<u64, usize> {
+        let mut counts = BTreeMap::new();
+        for reissue in &self.accepted {
+            *counts.entry(reissue.order_id).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// How many requests got `status` (0: dropped with no response).
+    pub fn count_status(&self, status: u16) -> usize {
+        self.requests.iter().filter(|r| r.status == status).count()
+    }
+}

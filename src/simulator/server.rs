@@ -1,0 +1,180 @@
+//! The accept loop and the connections: HTTP/1.1 and h2c on one port, a per-connection token a
+//! handler cancels to drop the connection with no response, and a graceful, bounded shutdown.
+//!
+//! `axum::serve` cannot close a connection from inside a handler, which the "dropped after
+//! commit" fault needs, so connections are served with hyper-util directly.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::routes::{self, BASE_PATH};
+use super::state::Shared;
+use super::{Faults, Ledger, Scenario};
+
+/// How long [`SimulatorHandle::shutdown`] lets requests in flight finish before it cuts them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// A pause after a failed `accept` (out of file descriptors, say) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+
+/// A running simulator. Dropping it stops the server too (without waiting).
+pub struct SimulatorHandle {
+    shared: Arc<Shared>,
+    address: SocketAddr,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<()>>,
+}
+
+impl SimulatorHandle {
+    /// `http://127.0.0.1:PORT/services/v2`; a wildcard listen address is given as loopback.
+    pub fn base_url(&self) -> String {
+        let host = match self.address.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}{BASE_PATH}", SocketAddr::new(host, self.address.port()))
+    }
+
+    /// A snapshot of everything committed and received so far.
+    pub fn ledger(&self) -> Ledger {
+        self.shared.lock().ledger.clone()
+    }
+
+    /// Replaces the faults; requests already past their fault draw are not affected.
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.lock().faults = faults;
+    }
+
+    /// Stops accepting, lets open requests finish (at most a few seconds), and waits for the
+    /// server task.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            // A panic in the accept loop has already been reported by tokio; nothing to add.
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for SimulatorHandle {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Serves `scenario` on `listener` until [`SimulatorHandle::shutdown`].
+pub async fn start(listener: TcpListener, scenario: Scenario) -> io::Result<SimulatorHandle> {
+    let address = listener.local_addr()?;
+    // Making the CA takes a few milliseconds of signing; keep it off the async workers.
+    let shared = tokio::task::spawn_blocking(move || Shared::new(scenario))
+        .await
+        .map_err(io::Error::other)?
+        .map_err(io::Error::other)?;
+    let shared = Arc::new(shared);
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(accept_loop(
+        listener,
+        Arc::clone(&shared),
+        shutdown.clone(),
+    ));
+    tracing::debug!(%address, "simulator listening");
+    Ok(SimulatorHandle {
+        shared,
+        address,
+        shutdown,
+        server: Some(server),
+    })
+}
+
+/// [`start`] on `127.0.0.1:0`.
+pub async fn start_on_loopback(scenario: Scenario) -> io::Result<SimulatorHandle> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    start(listener, scenario).await
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let connections = TaskTracker::new();
+    let cut = CancellationToken::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    connections.spawn(serve_connection(
+                        Arc::clone(&builder),
+                        stream,
+                        Arc::clone(&shared),
+                        shutdown.clone(),
+                        cut.clone(),
+                    ));
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "simulator accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
+        .await
+        .is_err()
+    {
+        cut.cancel();
+        connections.wait().await;
+    }
+}
+
+async fn serve_connection(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    cut: CancellationToken,
+) {
+    // Small JSON answers: do not let Nagle hold them back.
+    let _ = stream.set_nodelay(true);
+    // Cancelled by a handler to drop this connection with no response. Under h2c that ends every
+    // stream of the connection, as a real reset would.
+    let drop_connection = CancellationToken::new();
+    let service = {
+        let drop_connection = drop_connection.clone();
+        service_fn(move |request| {
+            routes::handle(Arc::clone(&shared), drop_connection.clone(), request)
+        })
+    };
+    let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "simulator connection ended with an error");
+                }
+                break;
+            }
+            () = drop_connection.cancelled() => break,
+            () = cut.cancelled() => break,
+            () = shutdown.cancelled(), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
