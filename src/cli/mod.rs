@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::Quota;
 use crate::exit::Exit;
 
+mod demo;
 mod run;
+pub mod simulate;
 mod send;
 mod status;
 mod validate;
@@ -23,18 +25,23 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// The SQLite journal that records runs, orders and every request.
-    #[arg(
-        long,
-        global = true,
-        env = "REISSUER_JOURNAL",
-        default_value = "reissuer.db"
-    )]
-    pub journal: PathBuf,
+    /// The SQLite journal that records runs, orders and every request [default: reissuer.db;
+    /// for `demo`, one in a new temporary directory].
+    #[arg(long, global = true, env = "REISSUER_JOURNAL")]
+    pub journal: Option<PathBuf>,
 
     /// Log line format on stderr (filter with RUST_LOG, e.g. RUST_LOG=debug).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+impl Cli {
+    /// `--journal`, or `reissuer.db` in the current directory.
+    pub fn journal_path(&self) -> PathBuf {
+        self.journal
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("reissuer.db"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,6 +66,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Run the bundled sample manifest against the built-in simulator; needs no API key.
     Demo(DemoArgs),
+    /// Run the built-in CertCentral simulator (test equipment) and print its base URL.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// How a manifest is read into orders.
@@ -219,7 +228,11 @@ pub struct ValidateArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    /// The manifest to run [default: the bundled samples/orders.csv].
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+}
 
 fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     crate::config::parse_duration(text).map_err(|e| e.to_string())
@@ -287,7 +300,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             Command::Retry(args) => run::retry(&cli, args).await,
             Command::Status(args) => status::status(&cli, args).await,
             Command::Report(args) => status::report(&cli, args).await,
-            Command::Demo(_) => anyhow::bail!("demo is not yet available in this build"),
+            Command::Demo(args) => demo::demo(&cli, args).await,
+            Command::Simulate(args) => simulate::run(args.clone()).await.map(|()| Exit::Ok),
             Command::Validate(_) => unreachable!("handled above"),
         }
     })

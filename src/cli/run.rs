@@ -13,8 +13,18 @@ use super::{Cli, RunArgs};
 
 pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<Exit> {
     let sender = Sender::from_args(&args.send, args.force)?;
-    let journal_existed = cli.journal.exists();
-    let journal = send::open_journal(&cli.journal).await?;
+    plan_and_send(&cli.journal_path(), args, sender).await
+}
+
+/// Plans the manifest as a run (or finds the unfinished run holding the same manifest) and
+/// sends it.
+pub(crate) async fn plan_and_send(
+    journal_path: &Path,
+    args: &RunArgs,
+    sender: Sender,
+) -> anyhow::Result<Exit> {
+    let journal_existed = journal_path.exists();
+    let journal = send::open_journal(journal_path).await?;
     let open_before = journal.newest_open_run().await?;
     let new = NewRun {
         manifest: Some(args.manifest.manifest.display().to_string()),
@@ -35,7 +45,7 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<Exit> {
         planner.rollback().await?;
         journal.close().await;
         if !journal_existed {
-            remove_journal_files(&cli.journal);
+            remove_journal_files(journal_path);
         }
         for error in &invalid {
             eprintln!("{error}");
@@ -130,13 +140,13 @@ fn remove_journal_files(path: &Path) {
 
 /// `resume [--run ID]`.
 pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Result<Exit> {
-    let journal = send::open_journal(&cli.journal).await?;
+    let journal = send::open_journal(&cli.journal_path()).await?;
     let run = match args.run_id {
         Some(id) => journal.run(id).await?,
         None => match journal.newest_open_run().await? {
             Some(run) => run,
             None => {
-                eprintln!("nothing to resume: every run in {} is finished", cli.journal.display());
+                eprintln!("nothing to resume: every run in {} is finished", cli.journal_path().display());
                 journal.close().await;
                 return Ok(Exit::Ok);
             }
@@ -154,13 +164,13 @@ pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Resul
 
 /// `retry [--run ID] [--all]`.
 pub(crate) async fn retry(cli: &Cli, args: &super::RetryArgs) -> anyhow::Result<Exit> {
-    let journal = send::open_journal(&cli.journal).await?;
+    let journal = send::open_journal(&cli.journal_path()).await?;
     let run = match args.run_id {
         Some(id) => journal.run(id).await?,
         None => journal
             .newest_run()
             .await?
-            .ok_or_else(|| UsageError(format!("no runs in {}", cli.journal.display())))?,
+            .ok_or_else(|| UsageError(format!("no runs in {}", cli.journal_path().display())))?,
     };
     let sender = sender_for_run(&args.send, &run, false)?;
     let requeued = journal.requeue_failed(run.id, args.all).await?;

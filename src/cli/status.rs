@@ -10,7 +10,7 @@ use crate::journal::{ItemState, Journal};
 use super::{Cli, ReportArgs, ReportFormat, StatusArgs};
 
 pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit> {
-    let journal = Journal::open_read_only(&cli.journal).await?;
+    let journal = Journal::open_read_only(&cli.journal_path()).await?;
     let runs = match args.run_id {
         Some(id) => vec![journal.run(id).await?],
         None => journal.runs().await?,
@@ -42,7 +42,7 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
         serde_json::to_writer_pretty(&mut out, &json)?;
         writeln!(out)?;
     } else if entries.is_empty() {
-        writeln!(out, "no runs in {}", cli.journal.display())?;
+        writeln!(out, "no runs in {}", cli.journal_path().display())?;
     } else {
         for (run, counts) in &entries {
             let state = if counts.open() == 0 { "finished" } else { "unfinished" };
@@ -76,14 +76,14 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
 }
 
 pub(crate) async fn report(cli: &Cli, args: &ReportArgs) -> anyhow::Result<Exit> {
-    let journal = Journal::open_read_only(&cli.journal).await?;
+    let journal = Journal::open_read_only(&cli.journal_path()).await?;
     let run_id = match args.run_id {
         Some(id) => journal.run(id).await?.id,
         None => {
             journal
                 .newest_run()
                 .await?
-                .with_context(|| format!("no runs in {}", cli.journal.display()))?
+                .with_context(|| format!("no runs in {}", cli.journal_path().display()))?
                 .id
         }
     };

@@ -132,6 +132,9 @@ struct Dispatcher<'a> {
     next_seq: u64,
     lookup_tries: HashMap<i64, u32>,
     consecutive_pauses: u32,
+    /// Until CertCentral has answered once, one request at a time: a refused key then costs
+    /// one request, not `concurrency` of them.
+    answered: bool,
     stop: Option<StopReason>,
     tasks: JoinSet<Done>,
 }
@@ -160,6 +163,7 @@ impl<'a> Dispatcher<'a> {
             next_seq: 0,
             lookup_tries: HashMap::new(),
             consecutive_pauses: 0,
+            answered: false,
             stop: None,
             tasks: JoinSet::new(),
         })
@@ -304,7 +308,12 @@ impl<'a> Dispatcher<'a> {
     /// Starts jobs up to the concurrency, marking every send `in_flight` in one commit first.
     async fn start_jobs(&mut self) -> Result<(), JournalError> {
         let mut jobs = Vec::new();
-        while self.tasks.len() + jobs.len() < self.options.concurrency {
+        let limit = if self.answered {
+            self.options.concurrency
+        } else {
+            1
+        };
+        while self.tasks.len() + jobs.len() < limit {
             match self.next_job().await? {
                 Some(job) => jobs.push(job),
                 None => break,
@@ -417,6 +426,7 @@ impl<'a> Dispatcher<'a> {
             Ok(reissued) => (Some(reissued.status), "accepted".to_owned()),
             Err(err) => (err.http_status(), err.to_string()),
         };
+        self.answered |= http_status.is_some();
         changes.push(Change::FinishAttempt {
             item_id,
             http_status,
@@ -507,6 +517,7 @@ impl<'a> Dispatcher<'a> {
     ) {
         let item_id = item.id;
         let own_run = item.run_id == self.run_id;
+        self.answered |= record.http_status.is_some();
         changes.push(Change::Lookup {
             item_id,
             kind: record.kind,

@@ -1,0 +1,106 @@
+//! `demo`: the bundled sample manifest, sent through the real runner to the built-in simulator
+//! on loopback, with the same progress display and journal as a real run. Needs no API key.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::Client;
+use crate::config::Quota;
+use crate::exit::Exit;
+use crate::limiter::Limiter;
+use crate::runner::RunnerOptions;
+use crate::secret::ApiKey;
+use crate::simulator::{self, Scenario};
+
+use super::send::Sender;
+use super::{Cli, DemoArgs, ManifestArgs, RunArgs, SendArgs};
+
+const DEMO_KEY: &str = "demo-key-not-a-secret";
+
+pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
+    let manifest = args.manifest.clone().unwrap_or_else(|| {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/orders.csv"))
+    });
+    let temp = tempfile::Builder::new().prefix("reissuer-demo-").tempdir()?;
+    let journal_path = match &cli.journal {
+        Some(path) => path.clone(),
+        // Kept after the demo, so the suggested commands work on it.
+        None => temp.keep().join("reissuer.db"),
+    };
+    // A modest quota, so the limiter's pacing is visible.
+    let quota = Quota {
+        limit: 10,
+        window: Duration::from_secs(1),
+    };
+    let sim = simulator::start_on_loopback(Scenario {
+        api_key: Some(DEMO_KEY.to_owned()),
+        quotas: vec![quota],
+        issuance_delay: Duration::from_secs(2),
+        ..Scenario::default()
+    })
+    .await?;
+    let base_url = sim.base_url();
+    eprintln!("simulator listening at {base_url}");
+    let key = ApiKey::new(DEMO_KEY).expect("the demo key is not blank");
+    let sender = Sender {
+        base_url: base_url.clone(),
+        client: Client::new(&base_url, &key, Duration::from_secs(10), 4)?,
+        limiter: Arc::new(Limiter::new(&[quota])),
+        options: RunnerOptions {
+            concurrency: 4,
+            max_attempts: 5,
+            resend_uncertain: false,
+            force: false,
+            drain_timeout: Duration::from_secs(10),
+        },
+    };
+    let run_args = RunArgs {
+        manifest: ManifestArgs {
+            manifest: manifest.clone(),
+            defaults: Vec::new(),
+            allow_cn_mismatch: false,
+        },
+        send: demo_send_args(),
+        dry_run: false,
+        force: false,
+        skip_invalid: false,
+    };
+    let exit = super::run::plan_and_send(&journal_path, &run_args, sender).await?;
+    let journal = crate::journal::Journal::open_read_only(&journal_path).await?;
+    if let Some(run) = journal.newest_run().await? {
+        let rows = journal.report_rows(run.id).await?;
+        println!();
+        crate::report::write_csv(&rows, std::io::stdout().lock())?;
+    }
+    journal.close().await;
+    let ledger = sim.ledger();
+    sim.shutdown().await;
+    let journal_arg = journal_path.display();
+    eprintln!(
+        "\nthe simulator accepted {} reissue(s) for {} order(s).\nnext, try:\n  \
+         reissuer status --journal {journal_arg}\n  \
+         reissuer report --journal {journal_arg} --format json\n  \
+         reissuer validate --print {}\n  \
+         reissuer run {} --dry-run\n",
+        ledger.accepted.len(),
+        ledger.accepted_per_order().len(),
+        manifest.display(),
+        manifest.display(),
+    );
+    Ok(exit)
+}
+
+fn demo_send_args() -> SendArgs {
+    SendArgs {
+        base_url: None,
+        region: None,
+        api_key_file: None,
+        concurrency: 4,
+        rates: Vec::new(),
+        max_attempts: 5,
+        timeout: Duration::from_secs(10),
+        yes: true,
+        resend_uncertain: false,
+    }
+}

@@ -1,0 +1,111 @@
+//! Test equipment: the simulator on loopback, manifests with real CSRs, the real binary.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use reissuer::simulator::{Ledger, Scenario, SimulatorHandle};
+
+pub const KEY: &str = "test-key-7c1f9a2b-do-not-print";
+
+/// Starts the simulator on 127.0.0.1:0 with the test key.
+pub async fn simulator(scenario: Scenario) -> SimulatorHandle {
+    reissuer::simulator::start_on_loopback(Scenario {
+        api_key: Some(KEY.to_owned()),
+        ..scenario
+    })
+    .await
+    .expect("simulator starts")
+}
+
+/// A CSR for `name` (one fresh P-256 key), as PEM.
+pub fn csr_pem(name: &str) -> String {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+    let mut params = params;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem")
+}
+
+/// A CSV manifest of TLS reissues for `order_ids`, all with one CSR for `example.com`.
+pub fn tls_manifest(dir: &Path, order_ids: impl IntoIterator<Item = u64>) -> PathBuf {
+    std::fs::write(dir.join("example.csr"), csr_pem("example.com")).expect("write csr");
+    let mut csv =
+        String::from("order_id,common_name,dns_names,csr_file,server_platform.id,signature_hash\n");
+    for id in order_ids {
+        writeln!(
+            csv,
+            "{id},example.com,www.example.com;api.example.com,example.csr,2,sha256"
+        )
+        .expect("write");
+    }
+    let path = dir.join("orders.csv");
+    std::fs::write(&path, csv).expect("write manifest");
+    path
+}
+
+/// The binary with the test key in its environment and the journal in `dir`.
+pub fn reissuer(dir: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_reissuer"));
+    cmd.env("DIGICERT_API_KEY", KEY)
+        .env("REISSUER_JOURNAL", dir.join("journal.db"))
+        .env_remove("DIGICERT_BASE_URL")
+        .env_remove("RUST_LOG")
+        .current_dir(dir);
+    cmd
+}
+
+/// Runs a command off the async runtime, so the in-process simulator keeps serving.
+pub async fn output(mut cmd: std::process::Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("runs"))
+        .await
+        .expect("joins")
+}
+
+pub fn text(output: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The most requests whose arrival falls in any interval of length `window`.
+pub fn most_in_any_window(ledger: &Ledger, window: Duration) -> usize {
+    let mut times: Vec<u64> = ledger
+        .requests
+        .iter()
+        .filter(|r| r.status != 429)
+        .map(|r| r.received_us)
+        .collect();
+    times.sort_unstable();
+    let window = u64::try_from(window.as_micros()).expect("fits");
+    let mut most = 0;
+    let mut first = 0;
+    for last in 0..times.len() {
+        while times[last] - times[first] >= window {
+            first += 1;
+        }
+        most = most.max(last - first + 1);
+    }
+    most
+}
+
+/// Every order in `ids` was accepted exactly once, and no other order was.
+pub fn assert_exactly_once(ledger: &Ledger, ids: impl IntoIterator<Item = u64>) {
+    let per_order = ledger.accepted_per_order();
+    let ids: Vec<u64> = ids.into_iter().collect();
+    let twice: Vec<_> = per_order.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "sent more than once: {twice:?}");
+    let missing: Vec<_> = ids.iter().filter(|id| !per_order.contains_key(id)).collect();
+    assert!(missing.is_empty(), "never accepted: {missing:?}");
+    assert_eq!(per_order.len(), ids.len(), "unexpected orders accepted");
+}
