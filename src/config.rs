@@ -96,7 +96,8 @@ pub fn format_duration(duration: Duration) -> String {
 
 /// Checks a CertCentral base URL: https, or http to a loopback host; no trailing slash.
 pub fn check_base_url(text: &str) -> Result<String, ConfigError> {
-    let url = reqwest::Url::parse(text.trim()).map_err(|_| ConfigError::BaseUrl(text.to_owned()))?;
+    let url =
+        reqwest::Url::parse(text.trim()).map_err(|_| ConfigError::BaseUrl(text.to_owned()))?;
     let loopback = match url.host() {
         Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
@@ -130,7 +131,17 @@ mod tests {
 
     #[test]
     fn malformed_quotas_are_rejected() {
-        for bad in ["", "100", "/5s", "100/", "0/5s", "5/0s", "-1/5s", "x/5s", "100/5parsecs"] {
+        for bad in [
+            "",
+            "100",
+            "/5s",
+            "100/",
+            "0/5s",
+            "5/0s",
+            "-1/5s",
+            "x/5s",
+            "100/5parsecs",
+        ] {
             assert!(bad.parse::<Quota>().is_err(), "{bad:?} parsed");
         }
     }

@@ -21,7 +21,12 @@ pub struct Cli {
     pub command: Command,
 
     /// The SQLite journal that records runs, orders and every request.
-    #[arg(long, global = true, env = "REISSUER_JOURNAL", default_value = "reissuer.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "REISSUER_JOURNAL",
+        default_value = "reissuer.db"
+    )]
     pub journal: PathBuf,
 
     /// Log line format on stderr (filter with RUST_LOG, e.g. RUST_LOG=debug).
@@ -236,7 +241,10 @@ pub(crate) fn resolve_quotas(rates: &[String]) -> anyhow::Result<Vec<Quota>> {
         return Ok(crate::config::default_quotas());
     }
     if rates.iter().any(|r| r.eq_ignore_ascii_case("unlimited")) {
-        anyhow::ensure!(rates.len() == 1, "--rate unlimited cannot be combined with quotas");
+        anyhow::ensure!(
+            rates.len() == 1,
+            "--rate unlimited cannot be combined with quotas"
+        );
         return Ok(Vec::new());
     }
     rates
