@@ -1,5 +1,7 @@
 //! The command line: clap types, and the edge where errors become exit codes.
 
+pub mod simulate;
+
 use std::process::ExitCode;
 
 use clap::Parser;
