@@ -15,20 +15,20 @@ use super::csr::{KeyAlgorithm, ParsedKey};
 /// The chain formats of `/certificate/{id}/download/format/{format}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ChainFormat {
-    /// Leaf, intermediate, root.
-    PemAll,
-    /// Leaf, intermediate.
-    PemNoRoot,
-    /// Leaf only.
-    PemNoIntermediate,
+    /// `pem_all`: leaf, intermediate, root.
+    All,
+    /// `pem_noroot`: leaf, intermediate.
+    NoRoot,
+    /// `pem_nointermediate`: the leaf only.
+    LeafOnly,
 }
 
 impl ChainFormat {
     pub(crate) fn from_name(name: &str) -> Option<Self> {
         match name {
-            "pem_all" => Some(Self::PemAll),
-            "pem_noroot" => Some(Self::PemNoRoot),
-            "pem_nointermediate" => Some(Self::PemNoIntermediate),
+            "pem_all" => Some(Self::All),
+            "pem_noroot" => Some(Self::NoRoot),
+            "pem_nointermediate" => Some(Self::LeafOnly),
             _ => None,
         }
     }
@@ -126,10 +126,10 @@ impl Ca {
     pub(crate) fn chain(&self, leaf_pem: &str, format: ChainFormat) -> String {
         let mut out = String::with_capacity(leaf_pem.len() * 3);
         out.push_str(leaf_pem);
-        if format != ChainFormat::PemNoIntermediate {
+        if format != ChainFormat::LeafOnly {
             out.push_str(&self.intermediate_pem);
         }
-        if format == ChainFormat::PemAll {
+        if format == ChainFormat::All {
             out.push_str(&self.root_pem);
         }
         out

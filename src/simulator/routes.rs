@@ -65,10 +65,7 @@ impl ApiError {
     /// CertCentral's codes for wrong values are not documented; this `invalid_param:<path>`
     /// mirrors the documented `required_param:<path>`.
     fn invalid(path: &str, what: &str) -> Self {
-        Self::new(
-            format!("invalid_param:{path}"),
-            format!("{path} {what}."),
-        )
+        Self::new(format!("invalid_param:{path}"), format!("{path} {what}."))
     }
 
     fn bad_request_format() -> Self {
@@ -255,7 +252,10 @@ fn optional_string(
         None => None,
         Some(Value::String(text)) => Some(text.clone()),
         Some(_) => {
-            errors.push(ApiError::invalid(&format!("{prefix}{key}"), "must be a string"));
+            errors.push(ApiError::invalid(
+                &format!("{prefix}{key}"),
+                "must be a string",
+            ));
             None
         }
     }
@@ -264,11 +264,20 @@ fn optional_string(
 /// The endpoints, by method and path below [`BASE_PATH`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
-    Reissue { order_id: u64 },
-    ReissueList { order_id: u64 },
-    OrderInfo { order_id: u64 },
+    Reissue {
+        order_id: u64,
+    },
+    ReissueList {
+        order_id: u64,
+    },
+    OrderInfo {
+        order_id: u64,
+    },
     StatusChanges,
-    Download { certificate_id: u64, format: ChainFormat },
+    Download {
+        certificate_id: u64,
+        format: ChainFormat,
+    },
     /// An order route whose id is not a number: no such order.
     UnknownOrder,
     /// A download whose id is not a number: no such certificate.
@@ -441,13 +450,13 @@ fn decide(
     shared: &Shared,
     state: &mut State,
     now_us: u64,
-    key_check: Result<(), Response<Body>>,
+    key_check: Result<(), KeyRefusal>,
     route: Route,
     query: Option<&str>,
     validated: Option<Result<ValidReissue, Vec<ApiError>>>,
 ) -> Outcome {
     if let Err(refused) = key_check {
-        return Outcome::Answer(refused);
+        return Outcome::Answer(refused.response());
     }
     if !state.admit(now_us) {
         return Outcome::Answer(busy(
@@ -464,7 +473,10 @@ fn decide(
     match route {
         Route::Unknown => Outcome::Answer(error_response(
             StatusCode::NOT_FOUND,
-            vec![ApiError::new("not_found|route", "The route does not exist.")],
+            vec![ApiError::new(
+                "not_found|route",
+                "The route does not exist.",
+            )],
         )),
         Route::UnknownOrder => {
             Outcome::Answer(error_response(StatusCode::NOT_FOUND, vec![missing_order]))
@@ -475,9 +487,10 @@ fn decide(
         {
             Outcome::Answer(error_response(StatusCode::NOT_FOUND, vec![missing_order]))
         }
-        Route::OrderInfo { order_id } => {
-            Outcome::Answer(json_response(StatusCode::OK, &state.order_info(shared, order_id, now_us)))
-        }
+        Route::OrderInfo { order_id } => Outcome::Answer(json_response(
+            StatusCode::OK,
+            &state.order_info(shared, order_id, now_us),
+        )),
         Route::ReissueList { order_id } => Outcome::Answer(json_response(
             StatusCode::OK,
             &state.reissue_list(shared, order_id, now_us),
@@ -563,23 +576,41 @@ fn reissue_with_faults(
     Outcome::Answer(json_response(StatusCode::CREATED, &answer))
 }
 
-/// 401 without a key, 403 with a wrong one. The key itself appears nowhere.
-fn check_key(scenario: &Scenario, headers: &HeaderMap) -> Result<(), Response<Body>> {
-    let refused = |status, message: &str| {
-        Err(error_response(
+/// Why a request's key was refused. The key itself appears nowhere, not even here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyRefusal {
+    Missing,
+    Empty,
+    Wrong,
+}
+
+impl KeyRefusal {
+    /// 401 without a key, 403 with a wrong one.
+    fn response(self) -> Response<Body> {
+        let (status, message) = match self {
+            Self::Missing => (
+                StatusCode::UNAUTHORIZED,
+                "The X-DC-DEVKEY header is missing.",
+            ),
+            Self::Empty => (StatusCode::UNAUTHORIZED, "The X-DC-DEVKEY header is empty."),
+            Self::Wrong => (StatusCode::FORBIDDEN, "The API key is not valid."),
+        };
+        error_response(
             status,
-            vec![ApiError::new("access_denied|access_denied_invalid_key", message)],
-        ))
-    };
+            vec![ApiError::new(
+                "access_denied|access_denied_invalid_key",
+                message,
+            )],
+        )
+    }
+}
+
+fn check_key(scenario: &Scenario, headers: &HeaderMap) -> Result<(), KeyRefusal> {
     match headers.get("x-dc-devkey") {
-        None => refused(StatusCode::UNAUTHORIZED, "The X-DC-DEVKEY header is missing."),
-        Some(sent) if sent.is_empty() => {
-            refused(StatusCode::UNAUTHORIZED, "The X-DC-DEVKEY header is empty.")
-        }
+        None => Err(KeyRefusal::Missing),
+        Some(sent) if sent.is_empty() => Err(KeyRefusal::Empty),
         Some(sent) => match &scenario.api_key {
-            Some(expected) if sent.as_bytes() != expected.as_bytes() => {
-                refused(StatusCode::FORBIDDEN, "The API key is not valid.")
-            }
+            Some(expected) if sent.as_bytes() != expected.as_bytes() => Err(KeyRefusal::Wrong),
             _ => Ok(()),
         },
     }
@@ -611,7 +642,10 @@ fn ledger(shared: &Shared, method: &Method) -> Response<Body> {
     if method != Method::GET {
         return error_response(
             StatusCode::NOT_FOUND,
-            vec![ApiError::new("not_found|route", "The route does not exist.")],
+            vec![ApiError::new(
+                "not_found|route",
+                "The route does not exist.",
+            )],
         );
     }
     // Serialized under the lock rather than cloned: tens of thousands of entries are cheaper to
@@ -703,10 +737,13 @@ mod tests {
             Route::StatusChanges
         );
         assert_eq!(
-            route(Method::GET, "/services/v2/certificate/9/download/format/pem_all"),
+            route(
+                Method::GET,
+                "/services/v2/certificate/9/download/format/pem_all"
+            ),
             Route::Download {
                 certificate_id: 9,
-                format: ChainFormat::PemAll
+                format: ChainFormat::All
             }
         );
         assert_eq!(
@@ -714,7 +751,10 @@ mod tests {
             Route::UnknownOrder
         );
         assert_eq!(
-            route(Method::GET, "/services/v2/certificate/9/download/format/p7b"),
+            route(
+                Method::GET,
+                "/services/v2/certificate/9/download/format/p7b"
+            ),
             Route::Unknown
         );
         assert_eq!(
@@ -726,7 +766,10 @@ mod tests {
 
     #[test]
     fn status_period_takes_minutes_or_seconds_up_to_a_week() {
-        assert_eq!(status_period(Some("minutes=5")), Ok(Duration::from_secs(300)));
+        assert_eq!(
+            status_period(Some("minutes=5")),
+            Ok(Duration::from_secs(300))
+        );
         assert_eq!(status_period(Some("seconds=7")), Ok(Duration::from_secs(7)));
         assert!(status_period(None).is_err());
         assert!(status_period(Some("minutes=x")).is_err());

@@ -43,7 +43,10 @@ impl SimulatorHandle {
             IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             ip => ip,
         };
-        format!("http://{}{BASE_PATH}", SocketAddr::new(host, self.address.port()))
+        format!(
+            "http://{}{BASE_PATH}",
+            SocketAddr::new(host, self.address.port())
+        )
     }
 
     /// A snapshot of everything committed and received so far.
@@ -83,11 +86,7 @@ pub async fn start(listener: TcpListener, scenario: Scenario) -> io::Result<Simu
         .map_err(io::Error::other)?;
     let shared = Arc::new(shared);
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(accept_loop(
-        listener,
-        Arc::clone(&shared),
-        shutdown.clone(),
-    ));
+    let server = tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown.clone()));
     tracing::debug!(%address, "simulator listening");
     Ok(SimulatorHandle {
         shared,

@@ -163,7 +163,7 @@ impl CertificateFields {
     /// The certificate every order holds before its first reissue (see the module header).
     fn initial(order_id: u64) -> Self {
         let common_name = format!("order-{order_id}.example.com");
-        let nginx = order_id % 7 == 0;
+        let nginx = order_id.is_multiple_of(7);
         Self {
             dns_names: vec![common_name.clone(), format!("www.{common_name}")],
             common_name,
@@ -359,7 +359,11 @@ impl State {
         let dns_names = reissue
             .dns_names
             .clone()
-            .or_else(|| csr_key.filter(|k| !k.dns_names.is_empty()).map(|k| k.dns_names.clone()))
+            .or_else(|| {
+                csr_key
+                    .filter(|k| !k.dns_names.is_empty())
+                    .map(|k| k.dns_names.clone())
+            })
             .unwrap_or_else(|| {
                 if reissue.common_name.is_some() || csr_key.is_some() {
                     vec![common_name.clone()]
@@ -447,7 +451,10 @@ impl State {
                 let reissue = &self.reissues[i];
                 let csr = self.ledger.accepted[i].csr.as_deref();
                 self.certificate_json(reissue.certificate_id, &reissue.fields, csr)
-                    .with("valid_till", date(reissue_not_after(&shared.clock, reissue, issued_us)))
+                    .with(
+                        "valid_till",
+                        date(reissue_not_after(&shared.clock, reissue, issued_us)),
+                    )
             }
             None => self
                 .certificate_json(
@@ -792,7 +799,10 @@ mod tests {
         for t in 1..100 {
             assert!(!state.admit(t * 1000));
         }
-        assert!(state.admit(1_000_000), "refusals did not use up the 10 s quota");
+        assert!(
+            state.admit(1_000_000),
+            "refusals did not use up the 10 s quota"
+        );
         assert!(!state.admit(2_000_000), "the 10 s quota is full");
     }
 }
