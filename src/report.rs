@@ -72,7 +72,9 @@ mod tests {
         let mut lines = text.lines();
         assert_eq!(
             lines.next(),
-            Some("order_id,state,attempts,http_status,error_code,error_message,request_id,certificate_id,dcv_random_value,line")
+            Some(
+                "order_id,state,attempts,http_status,error_code,error_message,request_id,certificate_id,dcv_random_value,line"
+            )
         );
         assert_eq!(
             lines.next(),

@@ -22,7 +22,9 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
     let manifest = args.manifest.clone().unwrap_or_else(|| {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/orders.csv"))
     });
-    let temp = tempfile::Builder::new().prefix("reissuer-demo-").tempdir()?;
+    let temp = tempfile::Builder::new()
+        .prefix("reissuer-demo-")
+        .tempdir()?;
     let journal_path = match &cli.journal {
         Some(path) => path.clone(),
         // Kept after the demo, so the suggested commands work on it.

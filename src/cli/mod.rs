@@ -12,8 +12,8 @@ use crate::exit::Exit;
 
 mod demo;
 mod run;
-pub mod simulate;
 mod send;
+pub mod simulate;
 mod status;
 mod validate;
 
@@ -293,6 +293,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Command::Simulate(args) = cli.command {
+        return runtime.block_on(simulate::run(args)).map(|()| Exit::Ok);
+    }
     runtime.block_on(async {
         match &cli.command {
             Command::Run(args) => run::run(&cli, args).await,
@@ -301,7 +304,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             Command::Status(args) => status::status(&cli, args).await,
             Command::Report(args) => status::report(&cli, args).await,
             Command::Demo(args) => demo::demo(&cli, args).await,
-            Command::Simulate(args) => simulate::run(args.clone()).await.map(|()| Exit::Ok),
+            Command::Simulate(_) => unreachable!("handled above"),
             Command::Validate(_) => unreachable!("handled above"),
         }
     })
@@ -327,7 +330,11 @@ fn init_tracing(format: LogFormat) {
             .try_init(),
         // Machine-read logs get no progress bar.
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     let _ = result;

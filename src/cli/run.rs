@@ -63,7 +63,10 @@ pub(crate) async fn plan_and_send(
     let run_id = match same_as_open {
         Some(open) => {
             planner.rollback().await?;
-            tracing::info!("run {} holds this same manifest and is unfinished: resuming it", open.id);
+            tracing::info!(
+                "run {} holds this same manifest and is unfinished: resuming it",
+                open.id
+            );
             open.id
         }
         None => {
@@ -146,7 +149,10 @@ pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Resul
         None => match journal.newest_open_run().await? {
             Some(run) => run,
             None => {
-                eprintln!("nothing to resume: every run in {} is finished", cli.journal_path().display());
+                eprintln!(
+                    "nothing to resume: every run in {} is finished",
+                    cli.journal_path().display()
+                );
                 journal.close().await;
                 return Ok(Exit::Ok);
             }
@@ -177,7 +183,11 @@ pub(crate) async fn retry(cli: &Cli, args: &super::RetryArgs) -> anyhow::Result<
     tracing::info!(
         "run {}: {requeued} failed item(s) back to pending{}",
         run.id,
-        if args.all { "" } else { " (transient failures only; --all for rejected ones)" }
+        if args.all {
+            ""
+        } else {
+            " (transient failures only; --all for rejected ones)"
+        }
     );
     let exit = send::execute(&journal, run.id, sender).await?;
     journal.close().await;

@@ -41,18 +41,15 @@ pub(crate) fn load_api_key(args: &SendArgs) -> anyhow::Result<ApiKey> {
         }
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read API key file {}", path.display()))?;
-        return ApiKey::new(&text).ok_or_else(|| {
-            UsageError(format!("API key file {} is empty", path.display())).into()
-        });
+        return ApiKey::new(&text)
+            .ok_or_else(|| UsageError(format!("API key file {} is empty", path.display())).into());
     }
     std::env::var("DIGICERT_API_KEY")
         .ok()
         .and_then(|key| ApiKey::new(&key))
         .ok_or_else(|| {
-            UsageError(
-                "no API key: set DIGICERT_API_KEY or pass --api-key-file PATH".to_owned(),
-            )
-            .into()
+            UsageError("no API key: set DIGICERT_API_KEY or pass --api-key-file PATH".to_owned())
+                .into()
         })
 }
 
@@ -90,8 +87,7 @@ impl Sender {
 
 /// On a terminal, asks before sending; `--yes` or no terminal means yes.
 pub(crate) fn confirm(to_send: u64, base_url: &str, yes: bool) -> std::io::Result<bool> {
-    if yes || to_send == 0 || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal()
-    {
+    if yes || to_send == 0 || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
         return Ok(true);
     }
     let mut stderr = std::io::stderr();

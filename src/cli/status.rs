@@ -45,7 +45,11 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
         writeln!(out, "no runs in {}", cli.journal_path().display())?;
     } else {
         for (run, counts) in &entries {
-            let state = if counts.open() == 0 { "finished" } else { "unfinished" };
+            let state = if counts.open() == 0 {
+                "finished"
+            } else {
+                "unfinished"
+            };
             writeln!(
                 out,
                 "run {:<4} {state:<10} {} orders: {}",

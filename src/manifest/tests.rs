@@ -223,7 +223,11 @@ fn toml_dotted_nested_and_prefixed_forms_give_identical_bodies() {
     });
     for (i, form) in forms.iter().enumerate() {
         let path = write(dir.path(), &format!("m{i}.toml"), form);
-        assert_eq!(bodies(&path, &options()), std::slice::from_ref(&expected), "form {i}");
+        assert_eq!(
+            bodies(&path, &options()),
+            std::slice::from_ref(&expected),
+            "form {i}"
+        );
     }
 }
 

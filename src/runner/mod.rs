@@ -286,7 +286,11 @@ impl<'a> Dispatcher<'a> {
         }
         if self.queue.is_empty() && !self.exhausted {
             if self.after_id == 0 && !self.options.force {
-                let skipped = self.deps.journal.skip_already_succeeded(self.run_id).await?;
+                let skipped = self
+                    .deps
+                    .journal
+                    .skip_already_succeeded(self.run_id)
+                    .await?;
                 if skipped > 0 {
                     self.counts = self.deps.journal.counts(self.run_id).await?;
                 }
@@ -342,7 +346,8 @@ impl<'a> Dispatcher<'a> {
                 if item.first_sent_at.is_none() {
                     item.first_sent_at = Some(crate::journal::now_text());
                 }
-                self.counts.move_one(ItemState::Pending, ItemState::InFlight);
+                self.counts
+                    .move_one(ItemState::Pending, ItemState::InFlight);
                 self.tasks.spawn(async move {
                     limiter.acquire().await;
                     let started = std::time::Instant::now();
@@ -356,8 +361,7 @@ impl<'a> Dispatcher<'a> {
             }
             Job::LookUp { item, state } => {
                 self.tasks.spawn(async move {
-                    let (verdict, record) =
-                        reconcile::look_up(&client, &limiter, &item).await;
+                    let (verdict, record) = reconcile::look_up(&client, &limiter, &item).await;
                     Done::Looked {
                         item,
                         state,

@@ -167,7 +167,8 @@ mod tests {
 
     #[test]
     fn csr_bodies_compare_equal_whatever_the_line_breaks() {
-        let one_line = "-----BEGIN CERTIFICATE REQUEST-----QUJD REVG-----END CERTIFICATE REQUEST-----";
+        let one_line =
+            "-----BEGIN CERTIFICATE REQUEST-----QUJD REVG-----END CERTIFICATE REQUEST-----";
         let wrapped = "-----BEGIN CERTIFICATE REQUEST-----\r\nQUJD\r\nREVG\r\n-----END CERTIFICATE REQUEST-----\r\n";
         assert_eq!(csr_body(one_line), "QUJDREVG");
         assert_eq!(csr_body(wrapped), "QUJDREVG");

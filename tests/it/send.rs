@@ -9,8 +9,14 @@ use crate::support::{self, KEY, output, reissuer, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_orders_under_tight_quotas_go_out_once_without_a_429() {
-    let short = Quota { limit: 40, window: Duration::from_secs(1) };
-    let long = Quota { limit: 150, window: Duration::from_secs(5) };
+    let short = Quota {
+        limit: 40,
+        window: Duration::from_secs(1),
+    };
+    let long = Quota {
+        limit: 150,
+        window: Duration::from_secs(5),
+    };
     let sim = support::simulator(Scenario {
         quotas: vec![short, long],
         ..Scenario::default()
@@ -19,7 +25,9 @@ async fn three_hundred_orders_under_tight_quotas_go_out_once_without_a_429() {
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=300);
     let mut cmd = reissuer(dir.path());
-    cmd.arg("run").arg(&manifest).args(["--base-url", &sim.base_url()]);
+    cmd.arg("run")
+        .arg(&manifest)
+        .args(["--base-url", &sim.base_url()]);
     cmd.args(["--rate", "40/1s", "--rate", "150/5s", "--concurrency", "10"]);
     let started = Instant::now();
     let out = output(cmd).await;
@@ -32,12 +40,21 @@ async fn three_hundred_orders_under_tight_quotas_go_out_once_without_a_429() {
     assert!(support::most_in_any_window(&ledger, long.window) <= 150);
     // 300 at 150 per 5 s cannot finish before ~10 s; a sane pace finishes well before 30 s.
     eprintln!("300 orders took {elapsed:?}");
-    assert!(elapsed >= Duration::from_secs(9), "quotas were not applied: {elapsed:?}");
-    assert!(elapsed < Duration::from_secs(30), "far slower than the quotas allow: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(9),
+        "quotas were not applied: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "far slower than the quotas allow: {elapsed:?}"
+    );
 
     // A rerun of the same manifest sends nothing.
     let mut again = reissuer(dir.path());
-    again.arg("run").arg(&manifest).args(["--base-url", &sim.base_url()]);
+    again
+        .arg("run")
+        .arg(&manifest)
+        .args(["--base-url", &sim.base_url()]);
     let out = output(again).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(sim.ledger().accepted.len(), 300, "a rerun sent again");
@@ -57,13 +74,18 @@ async fn three_hundred_orders_under_tight_quotas_go_out_once_without_a_429() {
             .find(|a| a.order_id == order_id)
             .expect("in ledger");
         assert_eq!(row["state"], "succeeded");
-        assert_eq!(row["request_id"].as_u64(), Some(accepted.request_id), "{row}");
+        assert_eq!(
+            row["request_id"].as_u64(),
+            Some(accepted.request_id),
+            "{row}"
+        );
         assert_eq!(row["http_status"].as_u64(), Some(201));
     }
     let mut status = reissuer(dir.path());
     status.args(["status", "--json"]);
     let out = output(status).await;
-    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json parses");
+    let runs: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("status --json parses");
     assert_eq!(runs[0]["counts"]["succeeded"], 300);
     assert_eq!(runs[1]["counts"]["skipped"], 300);
     sim.shutdown().await;
@@ -77,10 +99,16 @@ async fn a_refused_key_stops_after_one_request_and_never_shows_the_key() {
     let wrong = "wrong-key-5d2e8f-must-not-leak";
     let mut cmd = reissuer(dir.path());
     cmd.env("DIGICERT_API_KEY", wrong).env("RUST_LOG", "trace");
-    cmd.arg("run").arg(&manifest).args(["--base-url", &sim.base_url()]);
+    cmd.arg("run")
+        .arg(&manifest)
+        .args(["--base-url", &sim.base_url()]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
-    assert_eq!(sim.ledger().requests.len(), 1, "more than one request after a 401/403");
+    assert_eq!(
+        sim.ledger().requests.len(),
+        1,
+        "more than one request after a 401/403"
+    );
     assert!(sim.ledger().accepted.is_empty());
     let shown = text(&out);
     assert!(!shown.contains(wrong), "the key leaked into the output");
@@ -89,7 +117,11 @@ async fn a_refused_key_stops_after_one_request_and_never_shows_the_key() {
     report.args(["report", "--format", "csv"]);
     let out = output(report).await;
     let csv = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(csv.lines().filter(|l| l.contains(",pending,")).count(), 20, "{csv}");
+    assert_eq!(
+        csv.lines().filter(|l| l.contains(",pending,")).count(),
+        20,
+        "{csv}"
+    );
     assert!(!csv.contains(wrong));
     for entry in std::fs::read_dir(dir.path()).expect("dir") {
         let path = entry.expect("entry").path();
@@ -115,14 +147,19 @@ async fn an_unknown_order_fails_with_its_404_and_the_rest_succeed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 10..=15);
     let mut cmd = reissuer(dir.path());
-    cmd.arg("run").arg(&manifest).args(["--base-url", &sim.base_url()]);
+    cmd.arg("run")
+        .arg(&manifest)
+        .args(["--base-url", &sim.base_url()]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let mut report = reissuer(dir.path());
     report.args(["report"]);
     let out = output(report).await;
     let csv = String::from_utf8_lossy(&out.stdout).to_string();
-    let row = csv.lines().find(|l| l.starts_with("13,")).expect("row for 13");
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with("13,"))
+        .expect("row for 13");
     assert!(row.starts_with("13,failed,1,404,not_found|order,"), "{row}");
     assert_eq!(csv.lines().filter(|l| l.contains(",succeeded,")).count(), 5);
     support::assert_exactly_once(&sim.ledger(), [10, 11, 12, 14, 15]);
@@ -137,7 +174,9 @@ async fn a_second_writer_is_refused_with_exit_5() {
         .await
         .expect("first writer");
     let mut cmd = reissuer(dir.path());
-    cmd.arg("run").arg(&manifest).args(["--base-url", "http://127.0.0.1:9/services/v2"]);
+    cmd.arg("run")
+        .arg(&manifest)
+        .args(["--base-url", "http://127.0.0.1:9/services/v2"]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("locked by another reissuer process"));
@@ -150,7 +189,9 @@ async fn a_changed_row_is_sent_and_unchanged_rows_are_skipped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=3);
     let mut cmd = reissuer(dir.path());
-    cmd.arg("run").arg(&manifest).args(["--base-url", &sim.base_url()]);
+    cmd.arg("run")
+        .arg(&manifest)
+        .args(["--base-url", &sim.base_url()]);
     assert_eq!(output(cmd).await.status.code(), Some(0));
     let edited: String = std::fs::read_to_string(&manifest)
         .expect("read")
@@ -162,12 +203,18 @@ async fn a_changed_row_is_sent_and_unchanged_rows_are_skipped() {
         .collect();
     std::fs::write(&manifest, edited).expect("write");
     let mut cmd = reissuer(dir.path());
-    cmd.arg("run").arg(&manifest).args(["--base-url", &sim.base_url()]);
+    cmd.arg("run")
+        .arg(&manifest)
+        .args(["--base-url", &sim.base_url()]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let per_order = sim.ledger().accepted_per_order();
     assert_eq!(per_order.get(&1), Some(&1));
-    assert_eq!(per_order.get(&2), Some(&2), "the corrected row was not sent");
+    assert_eq!(
+        per_order.get(&2),
+        Some(&2),
+        "the corrected row was not sent"
+    );
     assert_eq!(per_order.get(&3), Some(&1));
     sim.shutdown().await;
 }

@@ -105,7 +105,10 @@ pub fn assert_exactly_once(ledger: &Ledger, ids: impl IntoIterator<Item = u64>) 
     let ids: Vec<u64> = ids.into_iter().collect();
     let twice: Vec<_> = per_order.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "sent more than once: {twice:?}");
-    let missing: Vec<_> = ids.iter().filter(|id| !per_order.contains_key(id)).collect();
+    let missing: Vec<_> = ids
+        .iter()
+        .filter(|id| !per_order.contains_key(id))
+        .collect();
     assert!(missing.is_empty(), "never accepted: {missing:?}");
     assert_eq!(per_order.len(), ids.len(), "unexpected orders accepted");
 }
