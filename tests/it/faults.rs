@@ -1,0 +1,304 @@
+//! Exactly once under faults, signals and kill -9; reconciliation outcomes; secrets; bad journals.
+
+use std::time::{Duration, Instant};
+
+use reissuer::simulator::{Faults, Scenario};
+
+use crate::support::{self, KEY, output, reissuer, text};
+
+fn run_cmd(
+    dir: &std::path::Path,
+    manifest: &std::path::Path,
+    base_url: &str,
+) -> std::process::Command {
+    let mut cmd = reissuer(dir);
+    cmd.arg("run")
+        .arg(manifest)
+        .args(["--base-url", base_url, "--rate", "unlimited"]);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_and_dropped_connections_still_end_exactly_once() {
+    let sim = support::simulator(Scenario {
+        faults: Faults {
+            error_500: 0.05,
+            error_503: 0.03,
+            error_500_after_commit: 0.03,
+            drop_after_commit: 0.03,
+            ..Faults::default()
+        },
+        retry_after: Some(Duration::from_secs(1)),
+        seed: 7,
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = support::tls_manifest(dir.path(), 1..=200);
+    let mut cmd = run_cmd(dir.path(), &manifest, &sim.base_url());
+    cmd.args(["--max-attempts", "10"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    support::assert_exactly_once(&sim.ledger(), 1..=200);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_found_by_reconciliation_not_sent_again() {
+    let sim = support::simulator(Scenario {
+        faults: Faults {
+            drop_after_commit: 1.0,
+            ..Faults::default()
+        },
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = support::tls_manifest(dir.path(), 1..=5);
+    let out = output(run_cmd(dir.path(), &manifest, &sim.base_url())).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    support::assert_exactly_once(&sim.ledger(), 1..=5);
+    let mut report = reissuer(dir.path());
+    report.arg("report");
+    let csv = String::from_utf8(output(report).await.stdout).expect("utf8");
+    assert_eq!(
+        csv.matches("confirmed by reconciliation").count(),
+        5,
+        "{csv}"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_never_arrived_is_sent_again() {
+    let sim = support::simulator(Scenario {
+        faults: Faults {
+            error_500: 1.0,
+            ..Faults::default()
+        },
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = support::tls_manifest(dir.path(), 1..=3);
+    let mut cmd = run_cmd(dir.path(), &manifest, &sim.base_url());
+    cmd.args(["--max-attempts", "20"]);
+    let running = tokio::task::spawn_blocking(move || cmd.output().expect("runs"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sim.set_faults(Faults::default());
+    let out = running.await.expect("joins");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ledger = sim.ledger();
+    support::assert_exactly_once(&ledger, 1..=3);
+    assert!(ledger.count_status(500) >= 3, "the faults never fired");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecidable_outcome_stays_uncertain_until_it_can_be_decided() {
+    let sim = support::simulator(Scenario {
+        faults: Faults {
+            drop_after_commit: 1.0,
+            get_error_500: 1.0,
+            ..Faults::default()
+        },
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = support::tls_manifest(dir.path(), 1..=2);
+    let out = output(run_cmd(dir.path(), &manifest, &sim.base_url())).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let mut report = reissuer(dir.path());
+    report.arg("report");
+    let csv = String::from_utf8(output(report).await.stdout).expect("utf8");
+    assert_eq!(csv.matches(",uncertain,").count(), 2, "{csv}");
+    assert_eq!(sim.ledger().accepted.len(), 2);
+
+    sim.set_faults(Faults::default());
+    let mut resume = reissuer(dir.path());
+    resume.args(["resume", "--rate", "unlimited"]);
+    let out = output(resume).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    support::assert_exactly_once(&sim.ledger(), 1..=2);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_with_exit_3_and_resume_finishes_exactly_once() {
+    let sim = support::simulator(Scenario {
+        faults: Faults {
+            latency: Duration::from_millis(200),
+            ..Faults::default()
+        },
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = support::tls_manifest(dir.path(), 1..=200);
+    let mut cmd = run_cmd(dir.path(), &manifest, &sim.base_url());
+    cmd.args(["--concurrency", "4"]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("spawns");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let signalled = Instant::now();
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().expect("waits"))
+        .await
+        .expect("joins");
+    assert!(signalled.elapsed() < Duration::from_secs(15));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let sent_before = sim.ledger().accepted.len();
+    assert!(
+        sent_before > 0 && sent_before < 200,
+        "{sent_before} sent before the signal"
+    );
+
+    let mut resume = reissuer(dir.path());
+    resume.args(["resume", "--rate", "unlimited"]);
+    let out = output(resume).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    support::assert_exactly_once(&sim.ledger(), 1..=200);
+    sim.shutdown().await;
+}
+
+/// Really kill -9s the binary at random moments against a faulty server, reruns until done,
+/// and checks the server's ledger. Seeded: REISSUER_TORTURE_SEED replays a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_at_random_moments_never_sends_twice_nor_drops_one() {
+    let seed: u64 = std::env::var("REISSUER_TORTURE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    eprintln!("torture seed: {seed} (replay with REISSUER_TORTURE_SEED={seed})");
+    let orders = 300;
+    let sim = support::simulator(Scenario {
+        faults: Faults {
+            error_500: 0.05,
+            error_503: 0.03,
+            drop_after_commit: 0.03,
+            latency: Duration::from_millis(5),
+            latency_jitter: Duration::from_millis(40),
+            ..Faults::default()
+        },
+        retry_after: Some(Duration::from_secs(1)),
+        seed,
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = support::tls_manifest(dir.path(), 1..=orders);
+    let mut state = seed | 1;
+    let mut next = move |bound: u64| {
+        // xorshift: enough for picking kill moments reproducibly.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % bound
+    };
+    let mut kills = 0;
+    while kills < 10 {
+        let mut cmd = run_cmd(dir.path(), &manifest, &sim.base_url());
+        cmd.args(["--max-attempts", "20"]);
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().expect("spawns");
+        tokio::time::sleep(Duration::from_millis(100 + next(900))).await;
+        if child.try_wait().expect("polls").is_some() {
+            break;
+        }
+        child.kill().expect("kill -9");
+        child.wait().expect("reaped");
+        kills += 1;
+    }
+    let mut last = None;
+    for _ in 0..5 {
+        let mut cmd = run_cmd(dir.path(), &manifest, &sim.base_url());
+        cmd.args(["--max-attempts", "20"]);
+        let out = output(cmd).await;
+        if out.status.code() == Some(0) {
+            last = Some(out);
+            break;
+        }
+        last = Some(out);
+    }
+    let out = last.expect("ran");
+    eprintln!("{kills} kills (seed {seed})");
+    assert_eq!(out.status.code(), Some(0), "seed {seed}: {}", text(&out));
+    assert!(
+        kills >= 8,
+        "seed {seed}: only {kills} kills landed before the run finished"
+    );
+    support::assert_exactly_once(&sim.ledger(), 1..=orders);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_is_in_no_trace_log_journal_wal_or_report() {
+    let sim = support::simulator(Scenario {
+        faults: Faults {
+            drop_after_commit: 0.3,
+            error_500: 0.2,
+            ..Faults::default()
+        },
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = support::tls_manifest(dir.path(), 1..=30);
+    let mut cmd = run_cmd(dir.path(), &manifest, &sim.base_url());
+    cmd.env("RUST_LOG", "trace").args(["--max-attempts", "10"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(out.stderr.len() > 10_000, "trace logging was not on");
+    let mut report = reissuer(dir.path());
+    report.args(["report", "--output", "report.csv"]);
+    assert_eq!(output(report).await.status.code(), Some(0));
+    let mut haystacks = vec![("output".to_owned(), [out.stdout, out.stderr].concat())];
+    for entry in std::fs::read_dir(dir.path()).expect("dir") {
+        let path = entry.expect("entry").path();
+        haystacks.push((
+            path.display().to_string(),
+            std::fs::read(&path).expect("read"),
+        ));
+    }
+    for (name, bytes) in haystacks {
+        assert!(
+            !bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+            "the API key appears in {name}"
+        );
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_that_is_not_ours_is_refused_untouched_and_nothing_is_sent() {
+    let sim = support::simulator(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = support::tls_manifest(dir.path(), 1..=3);
+    let journal = dir.path().join("journal.db");
+    std::fs::write(
+        &journal,
+        b"SQLite format 3\0 but then garbage, garbage, garbage",
+    )
+    .expect("write");
+    let before = std::fs::read(&journal).expect("read");
+    let out = output(run_cmd(dir.path(), &manifest, &sim.base_url())).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(std::fs::read(&journal).expect("read"), before);
+    assert!(sim.ledger().requests.is_empty());
+
+    std::fs::write(&journal, b"just some notes").expect("write");
+    let out = output(run_cmd(dir.path(), &manifest, &sim.base_url())).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a reissuer journal"));
+    assert_eq!(std::fs::read(&journal).expect("read"), b"just some notes");
+    sim.shutdown().await;
+}
