@@ -1000,3 +1000,50 @@ async fn base_url_points_at_the_listener() {
     );
     sim.shutdown().await;
 }
+
+/// Throughput with no faults, as the benchmark drives it. Prints; asserts only correctness.
+/// `cargo test --release --lib simulator::tests::throughput -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand in release mode"]
+async fn throughput_of_20000_reissues() {
+    let sim = simulator(keyed()).await;
+    let csrs: std::sync::Arc<Vec<String>> = std::sync::Arc::new(
+        (0..20_000)
+            .map(|i| simple_csr(&format!("t{i}.example.com")))
+            .collect(),
+    );
+    let http = client();
+    let base = sim.base_url();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..32u64)
+        .map(|worker| {
+            let (http, base, csrs) = (http.clone(), base.clone(), csrs.clone());
+            tokio::spawn(async move {
+                for order_id in (worker..20_000).step_by(32) {
+                    let csr = &csrs[usize::try_from(order_id % 20_000).expect("small")];
+                    let response = http
+                        .post(format!("{base}/order/certificate/{order_id}/reissue"))
+                        .header("X-DC-DEVKEY", KEY)
+                        .json(&body(csr, "t.example.com"))
+                        .send()
+                        .await
+                        .expect("answer");
+                    assert_eq!(response.status(), 201);
+                    response.bytes().await.expect("body");
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    let elapsed = started.elapsed();
+    let ledger = sim.ledger();
+    assert_eq!(ledger.accepted.len(), 20_000);
+    assert!(ledger.accepted_per_order().values().all(|&n| n == 1));
+    println!(
+        "20000 reissues in {elapsed:?}: {:.0}/s",
+        20_000.0 / elapsed.as_secs_f64()
+    );
+    sim.shutdown().await;
+}
