@@ -317,8 +317,15 @@ impl Route {
         }
     }
 
+    /// The reads that `Faults::get_error_500` applies to.
     fn is_get(self) -> bool {
-        !matches!(self, Self::Reissue { .. } | Self::Unknown)
+        matches!(
+            self,
+            Self::ReissueList { .. }
+                | Self::OrderInfo { .. }
+                | Self::StatusChanges
+                | Self::Download { .. }
+        )
     }
 }
 
