@@ -112,7 +112,7 @@ fn print_all_or_nothing(
     let file = path.display();
     let summary = match scanned {
         Ok(summary) => summary,
-        Err(e) => return report_manifest_error(&mut errors, &e),
+        Err(e) => return report_manifest_error(&mut errors, path, &e),
     };
     if tally.invalid_orders > 0 {
         writeln!(
@@ -187,7 +187,7 @@ fn print_skipping_invalid(path: &Path, opts: &LoadOptions, base_url: &str) -> an
         return Err(e.into());
     }
     if let Err(e) = scanned {
-        return report_manifest_error(&mut errors, &e);
+        return report_manifest_error(&mut errors, path, &e);
     }
     out.flush()?;
     if tally.invalid_orders == 0 {
@@ -216,7 +216,11 @@ fn stop_on_error(result: io::Result<()>, slot: &mut Option<io::Error>) -> Contro
 }
 
 /// Prints a whole-file problem (every line of it) and picks the usage exit code.
-fn report_manifest_error(errors: &mut impl Write, error: &ManifestError) -> anyhow::Result<Exit> {
+fn report_manifest_error(
+    errors: &mut impl Write,
+    path: &Path,
+    error: &ManifestError,
+) -> anyhow::Result<Exit> {
     let lines = error.lines();
     let count = lines.len();
     for line in lines {
@@ -231,7 +235,8 @@ fn report_manifest_error(errors: &mut impl Write, error: &ManifestError) -> anyh
     if let ManifestError::Fields(_) = error {
         writeln!(
             errors,
-            "{}; nothing was sent",
+            "{}: {}; nothing was sent",
+            path.display(),
             plural(count as u64, "error")
         )?;
     }

@@ -17,6 +17,9 @@ pub struct WorkItem {
     pub first_sent_at: Option<String>,
 }
 
+/// An item whose outcome is unknown, with its state as stored.
+type UnknownRow = (i64, i64, i64, String, i64, Option<String>, String);
+
 /// One row of the report.
 #[derive(Debug, Clone, FromRow, Serialize)]
 pub struct ItemRow {
@@ -111,7 +114,7 @@ impl Journal {
 
     /// Items of any run whose outcome is unknown (`in_flight` or `uncertain`), with their state.
     pub async fn unknown_outcomes(&self) -> Result<Vec<(WorkItem, ItemState)>, JournalError> {
-        let rows: Vec<(i64, i64, i64, String, i64, Option<String>, String)> = sqlx::query_as(
+        let rows: Vec<UnknownRow> = sqlx::query_as(
             "SELECT id, run_id, order_id, payload, attempts, first_sent_at, state FROM items
              WHERE state IN ('in_flight', 'uncertain') ORDER BY id",
         )

@@ -141,7 +141,7 @@ pub(crate) static FIELDS: &[Field] = &[
     body("certificate.cert_validity.custom_expiration_date", Kind::Str, Check::ExpirationDate)
         .rule("Format: dd MMM YYYY; Range: Must be within 397 days of the date you request the certificate"),
     body("certificate.signature_hash", Kind::Str, Check::OneOf(SIGNATURE_HASHES))
-        .rule("signature_hash: required; Glossary"),
+        .rule("Glossary – signature hashes"),
     body("certificate.profile_option", Kind::Str, Check::Identifier)
         .rule("Allowed values: See Glossary – Certificate profile options"),
     body("certificate.ca_cert_id", Kind::Str, Check::Any),

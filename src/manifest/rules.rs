@@ -363,8 +363,12 @@ fn check_csr_against_fields(
         .chain(&csr.dns_names)
         .any(|name| name.eq_ignore_ascii_case(common_name));
     if !matches {
-        let mut names: Vec<&str> = csr.common_name.iter().map(String::as_str).collect();
-        names.extend(csr.dns_names.iter().map(String::as_str));
+        let mut names: Vec<&str> = Vec::new();
+        for name in csr.common_name.iter().chain(&csr.dns_names) {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                names.push(name);
+            }
+        }
         errors.push(ctx.error(
             values.line("certificate.common_name"),
             "certificate.common_name",

@@ -360,7 +360,7 @@ fn csv_reports_every_error_at_once_with_its_line() {
     );
     let file = path.display().to_string();
     let expected = [
-        "3: certificate.signature_hash: \"md5\" is not one of sha256, sha384, sha512 (signature_hash: required; Glossary)",
+        "3: certificate.signature_hash: \"md5\" is not one of sha256, sha384, sha512 (Glossary – signature hashes)",
         "3: certificate.cert_validity.years: 2 is out of range: must be 1 (Allowed value: 1)",
         "3: certificate.cert_validity.days: 398 is out of range: must be between 1 and 397 (Max: 397)",
         "3: certificate.dns_names: \"bad name\" is not a DNS name: only letters, digits, - and . are allowed (and a leading *.)",

@@ -506,10 +506,6 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one lookup's facts, taken apart once here"
-    )]
     fn after_lookup(
         &mut self,
         item: WorkItem,

@@ -1,3 +1,4 @@
 mod faults;
+mod manifest;
 mod send;
 mod support;
