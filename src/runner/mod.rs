@@ -516,6 +516,9 @@ impl<'a> Dispatcher<'a> {
         follow_ups: &mut Vec<(Job, Option<Duration>)>,
     ) {
         let item_id = item.id;
+        // An item the pages have not reached yet is sent when they do; queuing it here too
+        // would send it twice.
+        let requeue_here = item.run_id == self.run_id && item.id <= self.after_id;
         let own_run = item.run_id == self.run_id;
         self.answered |= record.http_status.is_some();
         changes.push(Change::Lookup {
@@ -554,7 +557,7 @@ impl<'a> Dispatcher<'a> {
                 let budget_left = item.attempts < i64::from(self.options.max_attempts);
                 if budget_left || state == ItemState::InFlight {
                     transition(ItemState::Pending, Outcome::default());
-                    if own_run {
+                    if requeue_here {
                         let wait = retry_backoff(item.attempts);
                         follow_ups.push((Job::Send(item), Some(wait)));
                     }
@@ -611,7 +614,9 @@ impl<'a> Dispatcher<'a> {
                             ..Outcome::default()
                         },
                     });
-                    follow_ups.push((Job::Send(item), None));
+                    if requeue_here {
+                        follow_ups.push((Job::Send(item), None));
+                    }
                 }
                 self.decided(item_id);
             }

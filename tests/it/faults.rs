@@ -205,13 +205,17 @@ async fn kill_nine_at_random_moments_never_sends_twice_nor_drops_one() {
     };
     let mut kills = 0;
     while kills < 10 {
-        let mut cmd = run_cmd(dir.path(), &manifest, &sim.base_url());
-        cmd.args(["--max-attempts", "20"]);
-        cmd.stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+        // A quota keeps each life short of finishing, so the kills land mid-run.
+        let mut cmd = reissuer(dir.path());
+        cmd.arg("run")
+            .arg(&manifest)
+            .args(["--base-url", &sim.base_url()]);
+        cmd.args(["--max-attempts", "20", "--rate", "50/1s"]);
+        cmd.stdout(std::process::Stdio::null());
         let mut child = cmd.spawn().expect("spawns");
-        tokio::time::sleep(Duration::from_millis(100 + next(900))).await;
-        if child.try_wait().expect("polls").is_some() {
+        tokio::time::sleep(Duration::from_millis(100 + next(500))).await;
+        if let Some(status) = child.try_wait().expect("polls") {
+            eprintln!("life ended by itself with {status} after {kills} kills");
             break;
         }
         child.kill().expect("kill -9");
@@ -231,12 +235,12 @@ async fn kill_nine_at_random_moments_never_sends_twice_nor_drops_one() {
     }
     let out = last.expect("ran");
     eprintln!("{kills} kills (seed {seed})");
+    support::assert_exactly_once(&sim.ledger(), 1..=orders);
     assert_eq!(out.status.code(), Some(0), "seed {seed}: {}", text(&out));
     assert!(
         kills >= 8,
         "seed {seed}: only {kills} kills landed before the run finished"
     );
-    support::assert_exactly_once(&sim.ledger(), 1..=orders);
     sim.shutdown().await;
 }
 
