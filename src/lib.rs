@@ -6,6 +6,7 @@
 //! shares none of the client's request or response types.
 
 pub mod api;
+pub mod campaign;
 pub mod cli;
 pub mod config;
 pub mod events;

@@ -4,8 +4,8 @@ use std::io::Write;
 
 use crate::journal::ItemRow;
 
-/// The contract's columns, in order.
-pub const COLUMNS: [&str; 10] = [
+/// The contract's columns, in order, then the two `collect` fills in.
+pub const COLUMNS: [&str; 12] = [
     "order_id",
     "state",
     "attempts",
@@ -16,6 +16,8 @@ pub const COLUMNS: [&str; 10] = [
     "certificate_id",
     "dcv_random_value",
     "line",
+    "issue_status",
+    "certificate_file",
 ];
 
 pub fn write_csv(rows: &[ItemRow], out: impl Write) -> Result<(), csv::Error> {
@@ -34,6 +36,8 @@ pub fn write_csv(rows: &[ItemRow], out: impl Write) -> Result<(), csv::Error> {
             opt(row.certificate_id),
             row.dcv_random_value.clone().unwrap_or_default(),
             row.line.to_string(),
+            row.issue_status.clone().unwrap_or_default(),
+            row.certificate_file.clone().unwrap_or_default(),
         ])?;
     }
     writer.flush()?;
@@ -61,6 +65,8 @@ mod tests {
             certificate_id: None,
             dcv_random_value: None,
             line: 3,
+            issue_status: None,
+            certificate_file: None,
         }
     }
 
@@ -73,12 +79,12 @@ mod tests {
         assert_eq!(
             lines.next(),
             Some(
-                "order_id,state,attempts,http_status,error_code,error_message,request_id,certificate_id,dcv_random_value,line"
+                "order_id,state,attempts,http_status,error_code,error_message,request_id,certificate_id,dcv_random_value,line,issue_status,certificate_file"
             )
         );
         assert_eq!(
             lines.next(),
-            Some("5,failed,1,404,not_found|order,\"Order not found, sorry\",,,,3")
+            Some("5,failed,1,404,not_found|order,\"Order not found, sorry\",,,,3,,")
         );
     }
 

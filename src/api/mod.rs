@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 use reqwest::{Method, StatusCode};
 
-pub use wire::{OrderInfo, ReissueEntry, ServiceError};
+pub use wire::{OrderInfo, ReissueEntry, ServiceError, StatusChange};
 
 use crate::secret::ApiKey;
 
@@ -221,6 +221,26 @@ impl Client {
         let url = format!("{}/order/certificate/{order_id}/reissue", self.base_url);
         let list: wire::ReissueList = self.get_json(&url).await?;
         Ok(list.certificates)
+    }
+
+    /// `GET /order/certificate/status-changes?minutes=N`: orders whose status changed lately.
+    pub async fn status_changes(&self, minutes: u64) -> Result<Vec<StatusChange>, ApiError> {
+        let url = format!(
+            "{}/order/certificate/status-changes?minutes={minutes}",
+            self.base_url
+        );
+        let list: wire::StatusChanges = self.get_json(&url).await?;
+        Ok(list.orders)
+    }
+
+    /// `GET /certificate/{id}/download/format/pem_all`: leaf, intermediates and root as PEM.
+    pub async fn download_pem(&self, certificate_id: u64) -> Result<String, ApiError> {
+        let url = format!(
+            "{}/certificate/{certificate_id}/download/format/pem_all",
+            self.base_url
+        );
+        let (_, bytes) = self.send(Method::GET, &url, None).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, ApiError> {

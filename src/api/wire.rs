@@ -124,6 +124,21 @@ pub struct ReissueEntry {
     pub csr: Option<String>,
 }
 
+/// `GET /order/certificate/status-changes`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct StatusChanges {
+    #[serde(default)]
+    pub orders: Vec<StatusChange>,
+}
+
+/// One order whose status changed.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StatusChange {
+    pub order_id: Option<u64>,
+    pub certificate_id: Option<u64>,
+    pub status: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,6 +67,7 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
         dry_run: false,
         force: false,
         skip_invalid: false,
+        fill_from_order: false,
     };
     let exit = super::run::plan_and_send(&journal_path, &run_args, sender).await?;
     let journal = crate::journal::Journal::open_read_only(&journal_path).await?;

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::Quota;
 use crate::exit::Exit;
 
+mod collect;
 mod demo;
 mod run;
 mod send;
@@ -66,6 +67,9 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Run the bundled sample manifest against the built-in simulator; needs no API key.
     Demo(DemoArgs),
+    /// Wait for a run's reissues to be issued, download each certificate (PEM chain), check its
+    /// key against the CSR that was sent, and write DIR/<order_id>.pem.
+    Collect(CollectArgs),
     /// Run the built-in CertCentral simulator (test equipment) and print its base URL.
     Simulate(simulate::SimulateArgs),
 }
@@ -151,6 +155,12 @@ pub struct RunArgs {
     /// Record invalid rows as `invalid` and send the valid ones, instead of refusing the manifest.
     #[arg(long)]
     pub skip_invalid: bool,
+
+    /// Fill each order's unset common_name, dns_names, server_platform.id and signature_hash
+    /// from its live order (GET /order/certificate/{id}, counted against the quotas; fetched
+    /// once per order and kept in the journal). Values in the manifest win.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub fill_from_order: bool,
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +235,25 @@ pub struct ValidateArgs {
     /// Shorthand for the documented base URLs.
     #[arg(long, value_enum)]
     pub region: Option<Region>,
+}
+
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// The run whose certificates are collected (default: the newest run).
+    #[arg(long = "run", value_name = "ID")]
+    pub run_id: Option<i64>,
+
+    /// Where the certificates go, as <order_id>.pem (created 0700 if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// How long to wait for reissues to be issued, polling with a growing interval; 0s looks
+    /// once.
+    #[arg(long, default_value = "0s", value_parser = parse_duration_arg)]
+    pub wait: std::time::Duration,
+
+    #[command(flatten)]
+    pub send: SendArgs,
 }
 
 #[derive(Debug, Args)]
@@ -304,6 +333,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             Command::Status(args) => status::status(&cli, args).await,
             Command::Report(args) => status::report(&cli, args).await,
             Command::Demo(args) => demo::demo(&cli, args).await,
+            Command::Collect(args) => collect::collect(&cli, args).await,
             Command::Simulate(_) => unreachable!("handled above"),
             Command::Validate(_) => unreachable!("handled above"),
         }
@@ -355,6 +385,12 @@ fn exit_for_error(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {
         if let Some(JournalError::Locked { .. }) = cause.downcast_ref::<JournalError>() {
             return Exit::Locked;
+        }
+        if let Some(crate::campaign::collect::CollectError::Credentials) = cause.downcast_ref() {
+            return Exit::Credentials;
+        }
+        if let Some(crate::campaign::fill::FillError::Credentials { .. }) = cause.downcast_ref() {
+            return Exit::Credentials;
         }
         if cause.downcast_ref::<crate::runner::RunnerError>().is_some() {
             return Exit::SomeFailed;

@@ -3,6 +3,7 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
+use crate::campaign::fill;
 use crate::exit::Exit;
 use crate::journal::{ItemState, NewRun};
 use crate::manifest::{self, Row};
@@ -36,11 +37,26 @@ pub(crate) async fn plan_and_send(
             "timeout": crate::config::format_duration(args.send.timeout),
             "force": args.force,
             "skip_invalid": args.skip_invalid,
+            "fill_from_order": args.fill_from_order,
         }),
         force: args.force,
     };
+    // Facts are fetched before the plan's transaction takes the journal's one connection.
+    let filled = match args.fill_from_order {
+        true => Some(filled_rows(&args.manifest, &journal, &sender).await?),
+        false => None,
+    };
     let mut planner = journal.plan_run(&new).await?;
-    let invalid = plan_rows(&args.manifest, &mut planner, args.skip_invalid).await?;
+    let invalid = match filled {
+        None => plan_rows(&args.manifest, &mut planner, args.skip_invalid).await?,
+        Some(rows) => {
+            let mut errors = Vec::new();
+            for row in rows {
+                plan_row(row, &mut planner, args.skip_invalid, &mut errors).await?;
+            }
+            errors
+        }
+    };
     if !invalid.is_empty() && !args.skip_invalid {
         planner.rollback().await?;
         journal.close().await;
@@ -93,44 +109,129 @@ pub(crate) async fn plan_and_send(
     Ok(exit)
 }
 
-/// Streams the manifest into the planner; returns every validation error, in file order.
-async fn plan_rows(
+/// Streams the manifest's rows (scanned on a blocking thread) into a channel.
+fn stream_rows(
     args: &super::ManifestArgs,
-    planner: &mut crate::journal::Planner,
-    record_invalid: bool,
-) -> anyhow::Result<Vec<String>> {
-    let options = super::validate::load_options(args);
+    fill_from_order: bool,
+) -> (
+    tokio::sync::mpsc::Receiver<Row>,
+    tokio::task::JoinHandle<Result<manifest::ScanSummary, manifest::ManifestError>>,
+) {
+    let mut options = super::validate::load_options(args);
+    options.fill_from_order = fill_from_order;
     let path = args.manifest.clone();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Row>(1024);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Row>(1024);
     let scanning = tokio::task::spawn_blocking(move || {
         manifest::scan(&path, &options, |row| match tx.blocking_send(row) {
             Ok(()) => ControlFlow::Continue(()),
             Err(_) => ControlFlow::Break(()),
         })
     });
+    (rx, scanning)
+}
+
+/// Streams the manifest into the planner; returns every validation error, in file order.
+async fn plan_rows(
+    args: &super::ManifestArgs,
+    planner: &mut crate::journal::Planner,
+    record_invalid: bool,
+) -> anyhow::Result<Vec<String>> {
+    let (mut rx, scanning) = stream_rows(args, false);
     let mut errors = Vec::new();
     while let Some(row) = rx.recv().await {
-        match row {
-            Row::Valid(order) => {
-                let canonical = payload::canonical_json(&order.body);
-                let digest = payload::digest(&canonical);
-                planner
-                    .add_order(order.order_id, order.line, &canonical, &digest)
-                    .await?;
-            }
-            Row::Invalid(row) => {
-                let text: Vec<String> = row.errors.iter().map(ToString::to_string).collect();
-                if record_invalid {
-                    planner
-                        .add_invalid(row.order_id, row.line, &text.join("; "))
-                        .await?;
-                }
-                errors.extend(text);
-            }
-        }
+        plan_row(row, planner, record_invalid, &mut errors).await?;
     }
     scanning.await??;
     Ok(errors)
+}
+
+async fn plan_row(
+    row: Row,
+    planner: &mut crate::journal::Planner,
+    record_invalid: bool,
+    errors: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    match row {
+        Row::Valid(order) => {
+            let canonical = payload::canonical_json(&order.body);
+            let digest = payload::digest(&canonical);
+            planner
+                .add_order(order.order_id, order.line, &canonical, &digest)
+                .await?;
+        }
+        Row::Invalid(row) => {
+            let text: Vec<String> = row.errors.iter().map(ToString::to_string).collect();
+            if record_invalid {
+                planner
+                    .add_invalid(row.order_id, row.line, &text.join("; "))
+                    .await?;
+            }
+            errors.extend(text);
+        }
+    }
+    Ok(())
+}
+
+/// `--fill-from-order`: reads the whole manifest, fills each order's unset fields from its
+/// live order (fetched once, kept in the journal), and checks what the fill supplied.
+async fn filled_rows(
+    args: &super::ManifestArgs,
+    journal: &crate::journal::Journal,
+    sender: &Sender,
+) -> anyhow::Result<Vec<Row>> {
+    let (mut rx, scanning) = stream_rows(args, true);
+    let mut rows = Vec::new();
+    while let Some(row) = rx.recv().await {
+        rows.push(row);
+    }
+    scanning.await??;
+    let wanted: Vec<u64> = rows
+        .iter()
+        .filter_map(|row| match row {
+            Row::Valid(order) if fill::needs_facts(&order.body) => Some(order.order_id),
+            _ => None,
+        })
+        .collect();
+    let facts = fill::facts_for(
+        &wanted,
+        &sender.client,
+        &sender.limiter,
+        journal,
+        sender.options.concurrency,
+    )
+    .await?;
+    let file = args.manifest.display().to_string();
+    Ok(rows
+        .into_iter()
+        .map(|row| match row {
+            Row::Valid(mut order) => {
+                let mut problems = Vec::new();
+                match facts.get(&order.order_id) {
+                    Some(Ok(facts)) => fill::fill(&mut order.body, facts),
+                    Some(Err(why)) => problems.push(("order_id", why.clone())),
+                    None => {}
+                }
+                problems.extend(fill::check_filled(&order.body, args.allow_cn_mismatch));
+                if problems.is_empty() {
+                    return Row::Valid(order);
+                }
+                Row::Invalid(manifest::InvalidRow {
+                    order_id: Some(order.order_id),
+                    line: order.line,
+                    errors: problems
+                        .into_iter()
+                        .map(|(field, message)| manifest::FieldError {
+                            file: file.clone(),
+                            line: order.line,
+                            field: field.to_owned(),
+                            message,
+                        })
+                        .collect(),
+                })
+            }
+            invalid => invalid,
+        })
+        .collect())
 }
 
 fn remove_journal_files(path: &Path) {

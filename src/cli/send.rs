@@ -145,7 +145,7 @@ fn exit_for(summary: &runner::RunSummary) -> Exit {
 
 /// First SIGINT/SIGTERM: cancel (no new sends). Second: exit 3 at once; the write-ahead marks
 /// keep the journal consistent.
-async fn on_signals(cancel: CancellationToken) {
+pub(crate) async fn on_signals(cancel: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut interrupt), Ok(mut terminate)) = (
         signal(SignalKind::interrupt()),

@@ -18,13 +18,14 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
     let mut entries = Vec::new();
     for run in runs {
         let counts = journal.counts(run.id).await?;
-        entries.push((run, counts));
+        let collection = journal.collection(run.id).await?;
+        entries.push((run, counts, collection));
     }
     let mut out = std::io::stdout().lock();
     if args.json {
         let json: Vec<serde_json::Value> = entries
             .iter()
-            .map(|(run, counts)| {
+            .map(|(run, counts, collection)| {
                 serde_json::json!({
                     "run": run.id,
                     "created_at": run.created_at,
@@ -35,6 +36,7 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
                     "last_stop": run.last_stop,
                     "finished": counts.open() == 0,
                     "total": counts.total(),
+                    "collection": collection,
                     "counts": ItemState::ALL.iter().map(|s| (s.as_str().to_owned(), serde_json::json!(counts.get(*s)))).collect::<serde_json::Map<_, _>>(),
                 })
             })
@@ -44,7 +46,7 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
     } else if entries.is_empty() {
         writeln!(out, "no runs in {}", cli.journal_path().display())?;
     } else {
-        for (run, counts) in &entries {
+        for (run, counts, collection) in &entries {
             let state = if counts.open() == 0 {
                 "finished"
             } else {
@@ -70,6 +72,13 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
                 run.manifest.as_deref().unwrap_or("-"),
                 run.base_url
             )?;
+            if collection.downloaded + collection.issued > 0 {
+                writeln!(
+                    out,
+                    "         certificates: {} downloaded, {} issued not downloaded, {} awaiting issuance",
+                    collection.downloaded, collection.issued, collection.awaiting_issuance
+                )?;
+            }
             if args.run_id.is_some() {
                 writeln!(out, "         options {}", run.options)?;
             }

@@ -25,6 +25,7 @@ pub(crate) fn load_options(args: &ManifestArgs) -> LoadOptions {
         allow_cn_mismatch: args.allow_cn_mismatch,
         // UTC, not local time: the same manifest validates the same way on every host.
         today: time::OffsetDateTime::now_utc().date(),
+        fill_from_order: false,
     }
 }
 

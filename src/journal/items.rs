@@ -33,6 +33,9 @@ pub struct ItemRow {
     pub certificate_id: Option<i64>,
     pub dcv_random_value: Option<String>,
     pub line: i64,
+    /// Added after the contract's columns: how far `collect` got.
+    pub issue_status: Option<String>,
+    pub certificate_file: Option<String>,
 }
 
 /// What is known after an answer (or its absence); written with the transition.
@@ -175,7 +178,7 @@ impl Journal {
     pub async fn report_rows(&self, run_id: i64) -> Result<Vec<ItemRow>, JournalError> {
         Ok(sqlx::query_as(
             "SELECT order_id, state, attempts, http_status, error_code, error_message, request_id,
-                    certificate_id, dcv_random_value, line
+                    certificate_id, dcv_random_value, line, issue_status, certificate_file
              FROM items WHERE run_id = ? ORDER BY line, id",
         )
         .bind(run_id)

@@ -4,6 +4,7 @@
 //! WAL mode with `synchronous = FULL`: a committed `in_flight` mark is on disk before the request
 //! it announces is sent.
 
+mod campaign;
 mod items;
 mod runs;
 pub mod state;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+pub use campaign::{Collectable, Collection, OrderFacts};
 pub use items::{Change, ItemRow, Outcome, WorkItem};
 pub use runs::{Counts, NewRun, Planner, RunRow};
 pub use state::ItemState;

@@ -37,6 +37,9 @@ pub struct LoadOptions {
     pub allow_cn_mismatch: bool,
     /// The date `custom_expiration_date` is measured from.
     pub today: time::Date,
+    /// Fields the live order supplies (`--fill-from-order`) may be missing here; they are
+    /// checked once filled.
+    pub fill_from_order: bool,
 }
 
 /// One valid order: where it came from and the exact request body.
@@ -160,6 +163,7 @@ pub(crate) struct Context {
     pub(crate) file: String,
     pub(crate) dir: PathBuf,
     pub(crate) allow_cn_mismatch: bool,
+    pub(crate) fill_from_order: bool,
     pub(crate) today: time::Date,
     pub(crate) defaults: Defaults,
     pub(crate) csrs: csr::CsrCache,
@@ -199,6 +203,7 @@ pub fn scan(
         file,
         dir,
         allow_cn_mismatch: opts.allow_cn_mismatch,
+        fill_from_order: opts.fill_from_order,
         today: opts.today,
         defaults: set_defaults,
         csrs: csr::CsrCache::new(CSR_CACHE_ENTRIES),

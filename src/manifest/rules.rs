@@ -133,7 +133,7 @@ fn check_cross_field(values: &Values, ctx: &Context, errors: &mut Vec<FieldError
         errors.push(ctx.error(values.line, path, format!("required {why}")));
     };
     // "signature_hash | required" in the parameter table.
-    if !values.has("certificate.signature_hash") {
+    if !values.has("certificate.signature_hash") && !ctx.fill_from_order {
         missing(
             "certificate.signature_hash",
             "(the reissue page: certificate.signature_hash is required; e.g. --set signature_hash=sha256)",

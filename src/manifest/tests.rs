@@ -16,6 +16,7 @@ fn options() -> LoadOptions {
         defaults: Vec::new(),
         allow_cn_mismatch: false,
         today: TODAY,
+        fill_from_order: false,
     }
 }
 

@@ -1,3 +1,4 @@
+mod campaign;
 mod faults;
 mod manifest;
 mod send;
