@@ -96,11 +96,14 @@ pub async fn collect(
         let items = journal.collectable(run_id).await?;
         let to_check: Vec<Collectable> = items
             .into_iter()
-            .filter(|item| {
-                item.issued_certificate_id.is_some()
-                    || changed
-                        .as_ref()
-                        .is_none_or(|set| set.contains(&item.order_id))
+            .filter(|item| match &changed {
+                // First round: every item, problems too, so this collect reports them.
+                None => true,
+                Some(changed) => {
+                    item.issue_status.as_deref() != Some("problem")
+                        && (item.issued_certificate_id.is_some()
+                            || changed.contains(&item.order_id))
+                }
             })
             .collect();
         summary.waiting.clear();

@@ -69,7 +69,11 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
         skip_invalid: false,
         fill_from_order: false,
     };
+    let client = sender.client.clone();
+    let limiter = sender.limiter.clone();
     let exit = super::run::plan_and_send(&journal_path, &run_args, sender).await?;
+    let certs = journal_path.with_file_name("certs");
+    collect_certificates(&journal_path, &client, &limiter, &certs).await?;
     let journal = crate::journal::Journal::open_read_only(&journal_path).await?;
     if let Some(run) = journal.newest_run().await? {
         let rows = journal.report_rows(run.id).await?;
@@ -83,6 +87,7 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
     eprintln!(
         "\nthe simulator accepted {} reissue(s) for {} order(s).\nnext, try:\n  \
          reissuer status --journal {journal_arg}\n  \
+         reissuer collect --journal {journal_arg} --out DIR (against a real account)\n  \
          reissuer report --journal {journal_arg} --format json\n  \
          reissuer validate --print {}\n  \
          reissuer run {} --dry-run\n",
@@ -92,6 +97,40 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
         manifest.display(),
     );
     Ok(exit)
+}
+
+/// The rest of a campaign: wait for issuance and download the certificates.
+async fn collect_certificates(
+    journal_path: &std::path::Path,
+    client: &Client,
+    limiter: &Arc<Limiter>,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let journal = crate::journal::Journal::open(journal_path).await?;
+    let Some(run) = journal.newest_run().await? else {
+        return Ok(());
+    };
+    eprintln!(
+        "\ncollecting the issued certificates into {}",
+        out.display()
+    );
+    let options = crate::campaign::collect::CollectOptions {
+        out: out.to_owned(),
+        wait: Duration::from_secs(15),
+        concurrency: 4,
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let summary =
+        crate::campaign::collect::collect(&journal, client, limiter, run.id, &options, &cancel)
+            .await?;
+    for (order_id, path) in &summary.downloaded {
+        eprintln!("  order {order_id}: {}", path.display());
+    }
+    for (order_id, why) in summary.problems.iter().chain(&summary.waiting) {
+        eprintln!("  order {order_id}: {why}");
+    }
+    journal.close().await;
+    Ok(())
 }
 
 fn demo_send_args() -> SendArgs {
