@@ -218,3 +218,83 @@ async fn a_changed_row_is_sent_and_unchanged_rows_are_skipped() {
     assert_eq!(per_order.get(&3), Some(&1));
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_sends_transient_failures_again_and_all_only_when_asked() {
+    let sim = support::simulator(Scenario {
+        missing_orders: vec![3..=3],
+        faults: reissuer::simulator::Faults {
+            error_500: 1.0,
+            ..Default::default()
+        },
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = support::tls_manifest(dir.path(), 1..=3);
+    let mut cmd = reissuer(dir.path());
+    cmd.arg("run")
+        .arg(&manifest)
+        .args(["--base-url", &sim.base_url()]);
+    cmd.args(["--max-attempts", "2", "--rate", "unlimited"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(sim.ledger().accepted.is_empty());
+
+    sim.set_faults(reissuer::simulator::Faults::default());
+    let mut retry = reissuer(dir.path());
+    retry.args(["retry", "--rate", "unlimited"]);
+    let out = output(retry).await;
+    // Order 3 does not exist: a rejection, which plain retry leaves alone.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    support::assert_exactly_once(&sim.ledger(), [1, 2]);
+
+    let mut report = reissuer(dir.path());
+    report.arg("report");
+    let csv = String::from_utf8(output(report).await.stdout).expect("utf8");
+    assert!(csv.lines().any(|l| l.starts_with("3,failed,")), "{csv}");
+
+    // --all sends the rejected one again (here to an account where it exists).
+    let other = support::simulator(Scenario::default()).await;
+    let mut retry = reissuer(dir.path());
+    retry.args([
+        "retry",
+        "--all",
+        "--rate",
+        "unlimited",
+        "--base-url",
+        &other.base_url(),
+    ]);
+    let out = output(retry).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    support::assert_exactly_once(&other.ledger(), [3]);
+    sim.shutdown().await;
+    other.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_file_readable_by_others_is_warned_about_and_still_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = support::simulator(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = support::tls_manifest(dir.path(), 1..=1);
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, format!("{KEY}\n")).expect("write");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut cmd = reissuer(dir.path());
+    cmd.env_remove("DIGICERT_API_KEY");
+    cmd.arg("run")
+        .arg(&manifest)
+        .args(["--base-url", &sim.base_url()]);
+    cmd.arg("--api-key-file").arg(&key_file);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("readable by other users"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains(KEY));
+    support::assert_exactly_once(&sim.ledger(), [1]);
+    sim.shutdown().await;
+}
