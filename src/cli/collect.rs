@@ -5,23 +5,13 @@ use tokio_util::sync::CancellationToken;
 use crate::campaign::collect::{self, CollectOptions};
 use crate::exit::Exit;
 
-use super::send::{self, Sender, UsageError};
+use super::send;
 use super::{Cli, CollectArgs};
 
 pub(crate) async fn collect(cli: &Cli, args: &CollectArgs) -> anyhow::Result<Exit> {
     let journal = send::open_journal(&cli.journal_path()).await?;
-    let run = match args.run_id {
-        Some(id) => journal.run(id).await?,
-        None => journal
-            .newest_run()
-            .await?
-            .ok_or_else(|| UsageError(format!("no runs in {}", cli.journal_path().display())))?,
-    };
-    let mut send_args = args.send.clone();
-    if send_args.base_url.is_none() && send_args.region.is_none() {
-        send_args.base_url = Some(run.base_url.clone());
-    }
-    let sender = Sender::from_args(&send_args, false)?;
+    let run = journal.run_or_newest(args.run_id).await?;
+    let sender = send::sender_for_run(&args.send, &run, false)?;
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(send::on_signals(cancel.clone()));
     let options = CollectOptions {

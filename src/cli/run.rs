@@ -263,7 +263,7 @@ pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Resul
         .ok()
         .and_then(|options| options["force"].as_bool())
         .unwrap_or(false);
-    let sender = sender_for_run(&args.send, &run, force)?;
+    let sender = send::sender_for_run(&args.send, &run, force)?;
     let exit = send::execute(&journal, run.id, sender).await?;
     journal.close().await;
     Ok(exit)
@@ -272,14 +272,8 @@ pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Resul
 /// `retry [--run ID] [--all]`.
 pub(crate) async fn retry(cli: &Cli, args: &super::RetryArgs) -> anyhow::Result<Exit> {
     let journal = send::open_journal(&cli.journal_path()).await?;
-    let run = match args.run_id {
-        Some(id) => journal.run(id).await?,
-        None => journal
-            .newest_run()
-            .await?
-            .ok_or_else(|| UsageError(format!("no runs in {}", cli.journal_path().display())))?,
-    };
-    let sender = sender_for_run(&args.send, &run, false)?;
+    let run = journal.run_or_newest(args.run_id).await?;
+    let sender = send::sender_for_run(&args.send, &run, false)?;
     let requeued = journal.requeue_failed(run.id, args.all).await?;
     tracing::info!(
         "run {}: {requeued} failed item(s) back to pending{}",
@@ -293,17 +287,4 @@ pub(crate) async fn retry(cli: &Cli, args: &super::RetryArgs) -> anyhow::Result<
     let exit = send::execute(&journal, run.id, sender).await?;
     journal.close().await;
     Ok(exit)
-}
-
-/// A resumed run goes to the account it was started against, unless told otherwise.
-fn sender_for_run(
-    args: &super::SendArgs,
-    run: &crate::journal::RunRow,
-    force: bool,
-) -> anyhow::Result<Sender> {
-    let mut args = args.clone();
-    if args.base_url.is_none() && args.region.is_none() {
-        args.base_url = Some(run.base_url.clone());
-    }
-    Sender::from_args(&args, force)
 }

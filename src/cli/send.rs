@@ -85,6 +85,19 @@ impl Sender {
     }
 }
 
+/// A resumed run goes to the account it was started against, unless told otherwise.
+pub(crate) fn sender_for_run(
+    args: &SendArgs,
+    run: &crate::journal::RunRow,
+    force: bool,
+) -> anyhow::Result<Sender> {
+    let mut args = args.clone();
+    if args.base_url.is_none() && args.region.is_none() {
+        args.base_url = Some(run.base_url.clone());
+    }
+    Sender::from_args(&args, force)
+}
+
 /// On a terminal, asks before sending; `--yes` or no terminal means yes.
 pub(crate) fn confirm(to_send: u64, base_url: &str, yes: bool) -> std::io::Result<bool> {
     if yes || to_send == 0 || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {

@@ -90,16 +90,7 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
 
 pub(crate) async fn report(cli: &Cli, args: &ReportArgs) -> anyhow::Result<Exit> {
     let journal = Journal::open_read_only(&cli.journal_path()).await?;
-    let run_id = match args.run_id {
-        Some(id) => journal.run(id).await?.id,
-        None => {
-            journal
-                .newest_run()
-                .await?
-                .with_context(|| format!("no runs in {}", cli.journal_path().display()))?
-                .id
-        }
-    };
+    let run_id = journal.run_or_newest(args.run_id).await?.id;
     let rows = journal.report_rows(run_id).await?;
     journal.close().await;
     let mut out: Box<dyn Write> = match &args.output {

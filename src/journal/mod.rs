@@ -56,6 +56,9 @@ pub enum JournalError {
     /// The named run is not in the journal.
     #[error("run {run_id} is not in journal {path}")]
     NoSuchRun { path: PathBuf, run_id: i64 },
+    /// The journal holds no run yet.
+    #[error("no runs in journal {path}")]
+    NoRuns { path: PathBuf },
     /// An update found the item in another state than the one it expected.
     #[error("item {item_id} was not {expected} when it was to become {next}")]
     StateConflict {

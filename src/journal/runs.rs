@@ -141,6 +141,19 @@ impl Journal {
             })
     }
 
+    /// Run `run_id`, or the newest run when none is named; `NoRuns` in an empty journal.
+    pub async fn run_or_newest(&self, run_id: Option<i64>) -> Result<RunRow, JournalError> {
+        match run_id {
+            Some(id) => self.run(id).await,
+            None => self
+                .newest_run()
+                .await?
+                .ok_or_else(|| JournalError::NoRuns {
+                    path: self.path.clone(),
+                }),
+        }
+    }
+
     /// The newest run, whatever its state.
     pub async fn newest_run(&self) -> Result<Option<RunRow>, JournalError> {
         Ok(
