@@ -11,18 +11,18 @@ use super::{Cli, CollectArgs};
 pub(crate) async fn collect(cli: &Cli, args: &CollectArgs) -> anyhow::Result<Exit> {
     let journal = send::open_journal(&cli.journal_path()).await?;
     let run = journal.run_or_newest(args.run_id).await?;
-    let sender = send::sender_for_run(&args.send, &run, false)?;
+    let connection = send::Connection::new(&args.connection, Some(&run))?;
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(send::on_signals(cancel.clone()));
     let options = CollectOptions {
         out: args.out.clone(),
         wait: args.wait,
-        concurrency: sender.options.concurrency,
+        concurrency: connection.concurrency,
     };
     let result = collect::collect(
         &journal,
-        &sender.client,
-        &sender.limiter,
+        &connection.client,
+        &connection.limiter,
         run.id,
         &options,
         &cancel,

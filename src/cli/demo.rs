@@ -14,7 +14,7 @@ use crate::secret::ApiKey;
 use crate::simulator::{self, Scenario};
 
 use super::send::Sender;
-use super::{Cli, DemoArgs, ManifestArgs, RunArgs, SendArgs};
+use super::{Cli, ConnectionArgs, DemoArgs, ManifestArgs, RunArgs, SendArgs};
 
 const DEMO_KEY: &str = "demo-key-not-a-secret";
 
@@ -135,13 +135,15 @@ async fn collect_certificates(
 
 fn demo_send_args() -> SendArgs {
     SendArgs {
-        base_url: None,
-        region: None,
-        api_key_file: None,
-        concurrency: 4,
-        rates: Vec::new(),
+        connection: ConnectionArgs {
+            base_url: None,
+            region: None,
+            api_key_file: None,
+            concurrency: 4,
+            rates: Vec::new(),
+            timeout: Duration::from_secs(10),
+        },
         max_attempts: 5,
-        timeout: Duration::from_secs(10),
         yes: true,
         resend_uncertain: false,
     }

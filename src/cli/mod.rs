@@ -89,9 +89,9 @@ pub struct ManifestArgs {
     pub allow_cn_mismatch: bool,
 }
 
-/// Where and how requests are sent.
+/// Which account, and how fast: what every command that talks to CertCentral takes.
 #[derive(Debug, Clone, Args)]
-pub struct SendArgs {
+pub struct ConnectionArgs {
     /// CertCentral API base URL; plain http:// only to a loopback host.
     #[arg(long, env = "DIGICERT_BASE_URL", conflicts_with = "region")]
     pub base_url: Option<String>,
@@ -113,13 +113,20 @@ pub struct SendArgs {
     #[arg(long = "rate", value_name = "N/DURATION")]
     pub rates: Vec<String>,
 
-    /// Attempts per order before it is marked failed.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub max_attempts: u32,
-
     /// Per-request timeout.
     #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
     pub timeout: std::time::Duration,
+}
+
+/// How reissues are sent.
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// Attempts per order before it is marked failed.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
 
     /// Send without asking, even on a terminal.
     #[arg(long, short = 'y')]
@@ -253,7 +260,7 @@ pub struct CollectArgs {
     pub wait: std::time::Duration,
 
     #[command(flatten)]
-    pub send: SendArgs,
+    pub connection: ConnectionArgs,
 }
 
 #[derive(Debug, Args)]

@@ -31,10 +31,10 @@ pub(crate) async fn plan_and_send(
         manifest: Some(args.manifest.manifest.display().to_string()),
         base_url: sender.base_url.clone(),
         options: serde_json::json!({
-            "concurrency": args.send.concurrency,
-            "rates": args.send.rates,
+            "concurrency": args.send.connection.concurrency,
+            "rates": args.send.connection.rates,
             "max_attempts": args.send.max_attempts,
-            "timeout": crate::config::format_duration(args.send.timeout),
+            "timeout": crate::config::format_duration(args.send.connection.timeout),
             "force": args.force,
             "skip_invalid": args.skip_invalid,
             "fill_from_order": args.fill_from_order,
@@ -263,7 +263,7 @@ pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Resul
         .ok()
         .and_then(|options| options["force"].as_bool())
         .unwrap_or(false);
-    let sender = send::sender_for_run(&args.send, &run, force)?;
+    let sender = Sender::for_run(&args.send, &run, force)?;
     let exit = send::execute(&journal, run.id, sender).await?;
     journal.close().await;
     Ok(exit)
@@ -273,7 +273,7 @@ pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Resul
 pub(crate) async fn retry(cli: &Cli, args: &super::RetryArgs) -> anyhow::Result<Exit> {
     let journal = send::open_journal(&cli.journal_path()).await?;
     let run = journal.run_or_newest(args.run_id).await?;
-    let sender = send::sender_for_run(&args.send, &run, false)?;
+    let sender = Sender::for_run(&args.send, &run, false)?;
     let requeued = journal.requeue_failed(run.id, args.all).await?;
     tracing::info!(
         "run {}: {requeued} failed item(s) back to pending{}",

@@ -18,7 +18,7 @@ use crate::limiter::Limiter;
 use crate::runner::{self, Deps, RunnerOptions};
 use crate::secret::ApiKey;
 
-use super::SendArgs;
+use super::{ConnectionArgs, SendArgs};
 
 /// Requests in flight get this long to finish after a stop signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,7 +29,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct UsageError(pub String);
 
 /// The API key from `--api-key-file` or `DIGICERT_API_KEY`.
-pub(crate) fn load_api_key(args: &SendArgs) -> anyhow::Result<ApiKey> {
+pub(crate) fn load_api_key(args: &ConnectionArgs) -> anyhow::Result<ApiKey> {
     if let Some(path) = &args.api_key_file {
         let metadata = std::fs::metadata(path)
             .with_context(|| format!("cannot read API key file {}", path.display()))?;
@@ -63,7 +63,58 @@ pub(crate) struct Sender {
 
 impl Sender {
     pub(crate) fn from_args(args: &SendArgs, force: bool) -> anyhow::Result<Self> {
-        let base_url = super::resolve_base_url(args.base_url.as_deref(), args.region)
+        Self::build(args, None, force)
+    }
+
+    /// A resumed run goes to the account it was started against, unless told otherwise.
+    pub(crate) fn for_run(
+        args: &SendArgs,
+        run: &crate::journal::RunRow,
+        force: bool,
+    ) -> anyhow::Result<Self> {
+        Self::build(args, Some(run), force)
+    }
+
+    fn build(
+        args: &SendArgs,
+        run: Option<&crate::journal::RunRow>,
+        force: bool,
+    ) -> anyhow::Result<Self> {
+        let connection = Connection::new(&args.connection, run)?;
+        Ok(Self {
+            base_url: connection.base_url,
+            client: connection.client,
+            limiter: connection.limiter,
+            options: RunnerOptions {
+                concurrency: connection.concurrency,
+                max_attempts: args.max_attempts,
+                resend_uncertain: args.resend_uncertain,
+                force,
+                drain_timeout: DRAIN_TIMEOUT,
+            },
+        })
+    }
+}
+
+/// A client and limiter for one account, from the flags.
+pub(crate) struct Connection {
+    pub base_url: String,
+    pub client: Client,
+    pub limiter: Arc<Limiter>,
+    pub concurrency: usize,
+}
+
+impl Connection {
+    /// With `run`, the account defaults to the one the run was started against.
+    pub(crate) fn new(
+        args: &ConnectionArgs,
+        run: Option<&crate::journal::RunRow>,
+    ) -> anyhow::Result<Self> {
+        let base_url = match (&args.base_url, args.region, run) {
+            (None, None, Some(run)) => Some(run.base_url.as_str()),
+            _ => args.base_url.as_deref(),
+        };
+        let base_url = super::resolve_base_url(base_url, args.region)
             .map_err(|e| UsageError(format!("{e:#}")))?;
         let quotas =
             super::resolve_quotas(&args.rates).map_err(|e| UsageError(format!("{e:#}")))?;
@@ -74,28 +125,9 @@ impl Sender {
             base_url,
             client,
             limiter: Arc::new(Limiter::new(&quotas)),
-            options: RunnerOptions {
-                concurrency,
-                max_attempts: args.max_attempts,
-                resend_uncertain: args.resend_uncertain,
-                force,
-                drain_timeout: DRAIN_TIMEOUT,
-            },
+            concurrency,
         })
     }
-}
-
-/// A resumed run goes to the account it was started against, unless told otherwise.
-pub(crate) fn sender_for_run(
-    args: &SendArgs,
-    run: &crate::journal::RunRow,
-    force: bool,
-) -> anyhow::Result<Sender> {
-    let mut args = args.clone();
-    if args.base_url.is_none() && args.region.is_none() {
-        args.base_url = Some(run.base_url.clone());
-    }
-    Sender::from_args(&args, force)
 }
 
 /// On a terminal, asks before sending; `--yes` or no terminal means yes.

@@ -43,7 +43,10 @@ pub(crate) fn validate(args: &ValidateArgs) -> anyhow::Result<Exit> {
 /// `run MANIFEST --dry-run [--skip-invalid]`.
 pub(crate) fn dry_run(args: &RunArgs) -> anyhow::Result<Exit> {
     let opts = load_options(&args.manifest);
-    let base_url = resolve_base_url(args.send.base_url.as_deref(), args.send.region)?;
+    let base_url = resolve_base_url(
+        args.send.connection.base_url.as_deref(),
+        args.send.connection.region,
+    )?;
     if args.skip_invalid {
         print_skipping_invalid(&args.manifest.manifest, &opts, &base_url)
     } else {
