@@ -11,6 +11,7 @@ pub mod config;
 pub mod events;
 pub mod exit;
 pub mod journal;
+pub mod keygen;
 pub mod limiter;
 pub mod manifest;
 pub mod payload;

@@ -11,6 +11,7 @@ use crate::config::Quota;
 use crate::exit::Exit;
 
 mod demo;
+pub mod keygen;
 mod run;
 mod send;
 pub mod simulate;
@@ -68,6 +69,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run the built-in CertCentral simulator (test equipment) and print its base URL.
     Simulate(simulate::SimulateArgs),
+    /// Generate a private key and CSR per order, and a new manifest that points at the CSRs.
+    Keygen(keygen::KeygenArgs),
 }
 
 /// How a manifest is read into orders.
@@ -286,6 +289,7 @@ pub fn main(cli: Cli) -> ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     match &cli.command {
         Command::Validate(args) => return validate::validate(args),
+        Command::Keygen(args) => return keygen::keygen(args),
         Command::Run(args) if args.dry_run => return validate::dry_run(args),
         _ => {}
     }
@@ -306,6 +310,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             Command::Demo(args) => demo::demo(&cli, args).await,
             Command::Simulate(_) => unreachable!("handled above"),
             Command::Validate(_) => unreachable!("handled above"),
+            Command::Keygen(_) => unreachable!("handled above"),
         }
     })
 }
