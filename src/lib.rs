@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod dcv;
 pub mod events;
 pub mod exit;
 pub mod journal;

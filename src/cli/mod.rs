@@ -210,6 +210,13 @@ pub struct ReportArgs {
     /// Write to this file instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Write the DCV tokens instead, for DNS/HTTP validation automation: one row per order
+    /// whose reissue returned a dcv_random_value, with columns
+    /// order_id,dcv_method,dcv_random_value,common_name,dns_names (method and names as sent;
+    /// dns_names ;-separated in CSV, an array in JSON).
+    #[arg(long)]
+    pub dcv: bool,
 }
 
 #[derive(Debug, Args)]

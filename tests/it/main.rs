@@ -1,3 +1,4 @@
+mod dcv;
 mod faults;
 mod manifest;
 mod send;
