@@ -12,14 +12,20 @@ use crate::exit::Exit;
 use crate::keygen::{self, KeyType};
 use crate::manifest::{self, LoadOptions, Row};
 
-/// Generate a private key and CSR per order of a manifest, and a new manifest that uses them.
-///
-/// For each order, the CSR's subject CN is the order's common_name (or its first dns_name), its
-/// DNS names are dns_names (plus the CN when that is a host name). Writes DIR/<order_id>.key
-/// (PKCS#8 PEM, mode 0600), DIR/<order_id>.csr and DIR/manifest.csv: every field of MANIFEST
-/// (and of --set) kept, csr_file = <order_id>.csr. Nothing in DIR is overwritten without
-/// --force; when any of those files exists, nothing is written at all. Then:
-/// `reissuer run DIR/manifest.csv`.
+/// `keygen --help`: what it writes and what it promises.
+pub(crate) const LONG_ABOUT: &str =
+    "Generate a private key and CSR per order of a manifest, and a new \
+manifest that uses them.
+
+For each order the CSR's subject CN is the order's common_name (or its first dns_name); its DNS \
+names are dns_names, plus the CN when that is a host name. Writes DIR/<order_id>.key (PKCS#8 PEM, \
+mode 0600), DIR/<order_id>.csr and DIR/manifest.csv: every field of MANIFEST and of --set kept, \
+csr_file = <order_id>.csr. Nothing in DIR is overwritten without --force: when any of those files \
+exists, nothing is written at all. Then send with `reissuer run DIR/manifest.csv`.
+
+Private keys are written to the .key files only: never to the terminal, a log or the journal.";
+
+/// `keygen MANIFEST --out DIR [--key-type TYPE] [--force] [--set PATH=VALUE]...`.
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
     /// The manifest: a .csv or .toml file of orders. Rows need no CSR; any CSR given is replaced.

@@ -70,6 +70,7 @@ pub enum Command {
     /// Run the built-in CertCentral simulator (test equipment) and print its base URL.
     Simulate(simulate::SimulateArgs),
     /// Generate a private key and CSR per order, and a new manifest that points at the CSRs.
+    #[command(long_about = keygen::LONG_ABOUT)]
     Keygen(keygen::KeygenArgs),
 }
 

@@ -1,5 +1,6 @@
 mod dcv;
 mod faults;
+mod keygen;
 mod manifest;
 mod send;
 mod support;
