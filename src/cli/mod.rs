@@ -12,6 +12,7 @@ use crate::exit::Exit;
 
 mod collect;
 mod demo;
+pub mod keygen;
 mod run;
 mod send;
 pub mod simulate;
@@ -72,6 +73,9 @@ pub enum Command {
     Collect(CollectArgs),
     /// Run the built-in CertCentral simulator (test equipment) and print its base URL.
     Simulate(simulate::SimulateArgs),
+    /// Generate a private key and CSR per order, and a new manifest that points at the CSRs.
+    #[command(long_about = keygen::LONG_ABOUT)]
+    Keygen(keygen::KeygenArgs),
 }
 
 /// How a manifest is read into orders.
@@ -224,6 +228,13 @@ pub struct ReportArgs {
     /// Write to this file instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Write the DCV tokens instead, for DNS/HTTP validation automation: one row per order
+    /// whose reissue returned a dcv_random_value, with columns
+    /// order_id,dcv_method,dcv_random_value,common_name,dns_names (method and names as sent;
+    /// dns_names ;-separated in CSV, an array in JSON).
+    #[arg(long)]
+    pub dcv: bool,
 }
 
 #[derive(Debug, Args)]
@@ -326,6 +337,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         _ => {}
     }
     init_tracing(cli.log_format);
+    if let Command::Keygen(args) = &cli.command {
+        return keygen::keygen(&cli.journal_path(), args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -343,6 +357,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             Command::Collect(args) => collect::collect(&cli, args).await,
             Command::Simulate(_) => unreachable!("handled above"),
             Command::Validate(_) => unreachable!("handled above"),
+            Command::Keygen(_) => unreachable!("handled above"),
         }
     })
 }

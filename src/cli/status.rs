@@ -4,6 +4,7 @@ use std::io::Write;
 
 use anyhow::Context;
 
+use crate::dcv::DcvRow;
 use crate::exit::Exit;
 use crate::journal::{ItemState, Journal};
 
@@ -89,6 +90,9 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
 }
 
 pub(crate) async fn report(cli: &Cli, args: &ReportArgs) -> anyhow::Result<Exit> {
+    if args.dcv {
+        return dcv_report(cli, args).await;
+    }
     let journal = Journal::open_read_only(&cli.journal_path()).await?;
     let run_id = journal.run_or_newest(args.run_id).await?.id;
     let rows = journal.report_rows(run_id).await?;
@@ -103,6 +107,40 @@ pub(crate) async fn report(cli: &Cli, args: &ReportArgs) -> anyhow::Result<Exit>
     match args.format {
         ReportFormat::Csv => crate::report::write_csv(&rows, &mut out)?,
         ReportFormat::Json => crate::report::write_json(&rows, &mut out)?,
+    }
+    out.flush()?;
+    Ok(Exit::Ok)
+}
+
+/// `report --dcv`: the run's DCV tokens with their method and domains.
+async fn dcv_report(cli: &Cli, args: &ReportArgs) -> anyhow::Result<Exit> {
+    let journal = Journal::open_read_only(&cli.journal_path()).await?;
+    let run_id = match args.run_id {
+        Some(id) => journal.run(id).await?.id,
+        None => {
+            journal
+                .newest_run()
+                .await?
+                .with_context(|| format!("no runs in {}", cli.journal_path().display()))?
+                .id
+        }
+    };
+    let items = journal.dcv_items(run_id).await?;
+    journal.close().await;
+    let rows = items
+        .into_iter()
+        .map(|item| DcvRow::from_payload(item.order_id, &item.payload, item.dcv_random_value))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write DCV tokens {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    match args.format {
+        ReportFormat::Csv => crate::dcv::write_csv(&rows, &mut out)?,
+        ReportFormat::Json => crate::dcv::write_json(&rows, &mut out)?,
     }
     out.flush()?;
     Ok(Exit::Ok)

@@ -38,6 +38,14 @@ pub struct ItemRow {
     pub certificate_file: Option<String>,
 }
 
+/// An item whose answer carried a DCV token, with the body it was sent with.
+#[derive(Debug, Clone, FromRow)]
+pub struct DcvItem {
+    pub order_id: i64,
+    pub payload: String,
+    pub dcv_random_value: String,
+}
+
 /// What is known after an answer (or its absence); written with the transition.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -180,6 +188,17 @@ impl Journal {
             "SELECT order_id, state, attempts, http_status, error_code, error_message, request_id,
                     certificate_id, dcv_random_value, line, issue_status, certificate_file
              FROM items WHERE run_id = ? ORDER BY line, id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The run's items that got a `dcv_random_value`, in manifest order.
+    pub async fn dcv_items(&self, run_id: i64) -> Result<Vec<DcvItem>, JournalError> {
+        Ok(sqlx::query_as(
+            "SELECT order_id, payload, dcv_random_value FROM items
+             WHERE run_id = ? AND dcv_random_value IS NOT NULL ORDER BY line, id",
         )
         .bind(run_id)
         .fetch_all(&self.pool)

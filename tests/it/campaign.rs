@@ -267,3 +267,74 @@ async fn a_collect_killed_midway_resumes_without_downloading_again() {
     );
     sim.shutdown().await;
 }
+
+/// The README's walkthrough: a list of order ids → keys and CSRs named after the live orders →
+/// reissues → certificates for exactly those keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygen_run_collect_from_a_list_of_order_ids() {
+    let sim = support::simulator(Scenario {
+        issuance_delay: Duration::from_millis(500),
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ids: Vec<u64> = (101..=150).collect();
+    let list: String = std::iter::once("order_id".to_owned())
+        .chain(ids.iter().map(u64::to_string))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(dir.path().join("ids.csv"), list + "\n").expect("write");
+
+    let mut keygen = reissuer(dir.path());
+    keygen.args([
+        "keygen",
+        "ids.csv",
+        "--out",
+        "campaign",
+        "--fill-from-order",
+    ]);
+    keygen.args(["--base-url", &sim.base_url(), "--rate", "unlimited"]);
+    let out = output(keygen).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let mut run = reissuer(dir.path());
+    run.args([
+        "run",
+        "campaign/manifest.csv",
+        "--base-url",
+        &sim.base_url(),
+    ]);
+    run.args(["--rate", "unlimited"]);
+    let out = output(run).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    support::assert_exactly_once(&sim.ledger(), ids.iter().copied());
+    let reissue = &sim.ledger().accepted[0];
+    let name = format!("order-{}.example.com", reissue.order_id);
+    assert_eq!(reissue.body["certificate"]["common_name"], name.as_str());
+
+    let mut collect = reissuer(dir.path());
+    collect.args([
+        "collect",
+        "--out",
+        "certs",
+        "--wait",
+        "20s",
+        "--rate",
+        "unlimited",
+    ]);
+    let out = output(collect).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for id in &ids {
+        let key_pem =
+            std::fs::read_to_string(dir.path().join(format!("campaign/{id}.key"))).expect("key");
+        let key = rcgen::KeyPair::from_pem(&key_pem).expect("key parses");
+        let cert = std::fs::read_to_string(dir.path().join(format!("certs/{id}.pem")))
+            .expect("certificate");
+        assert_eq!(
+            leaf_key(&cert),
+            rcgen::PublicKeyData::subject_public_key_info(&key),
+            "order {id}"
+        );
+    }
+    sim.shutdown().await;
+}

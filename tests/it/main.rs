@@ -1,5 +1,7 @@
 mod campaign;
+mod dcv;
 mod faults;
+mod keygen;
 mod manifest;
 mod send;
 mod support;
