@@ -617,6 +617,7 @@ mod tests {
             defaults: Vec::new(),
             allow_cn_mismatch: true,
             today: time::macros::date!(2026 - 03 - 01),
+            fill_from_order: false,
         }
     }
 
