@@ -89,6 +89,10 @@ pub(crate) async fn plan_and_send(
             let to_send = planner.counts().get(ItemState::Pending);
             if !send::confirm(to_send, &sender.base_url, args.send.yes)? {
                 planner.rollback().await?;
+                journal.close().await;
+                if !journal_existed {
+                    remove_journal_files(journal_path);
+                }
                 eprintln!("nothing sent");
                 return Ok(Exit::Ok);
             }
