@@ -306,3 +306,51 @@ async fn a_journal_that_is_not_ours_is_refused_untouched_and_nothing_is_sent() {
     assert_eq!(std::fs::read(&journal).expect("read"), b"just some notes");
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_at_once_and_resume_still_sends_each_order_once() {
+    let sim = support::simulator(Scenario {
+        faults: Faults {
+            latency: Duration::from_secs(5),
+            ..Faults::default()
+        },
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = support::tls_manifest(dir.path(), 1..=20);
+    let mut cmd = run_cmd(dir.path(), &manifest, &sim.base_url());
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("spawns");
+    // Wait until requests are held by the simulator's latency.
+    let started = Instant::now();
+    while sim.ledger().accepted.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nothing was sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signalled = Instant::now();
+    for _ in 0..2 {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().expect("waits"))
+        .await
+        .expect("joins");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "the second signal did not stop at once"
+    );
+    sim.set_faults(Faults::default());
+    let mut resume = reissuer(dir.path());
+    resume.args(["resume", "--rate", "unlimited"]);
+    let out = output(resume).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    support::assert_exactly_once(&sim.ledger(), 1..=20);
+    sim.shutdown().await;
+}
