@@ -98,9 +98,18 @@ impl Journal {
         }
         let mut tx = self.pool.begin().await?;
         let now = now_text();
+        // Consecutive marks go in as one set: two statements for the lot instead of two per
+        // item (each statement is a round trip to SQLite's worker thread).
+        let mut marks = Vec::new();
         for change in changes {
+            if let Change::MarkInFlight { item_id } = change {
+                marks.push(*item_id);
+                continue;
+            }
+            mark_in_flight(&mut tx, &std::mem::take(&mut marks), &now).await?;
             apply_one(&mut tx, change, &now).await?;
         }
+        mark_in_flight(&mut tx, &marks, &now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -217,37 +226,62 @@ impl Journal {
     }
 }
 
+/// `pending` → `in_flight` for every item of `ids`, each with a new attempt row (in the order
+/// given); fails naming the first item that was not `pending`.
+async fn mark_in_flight(
+    tx: &mut Transaction<'static, Sqlite>,
+    ids: &[i64],
+    now: &str,
+) -> Result<(), JournalError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let list = serde_json::to_string(ids).unwrap_or_default();
+    let updated: Vec<i64> = sqlx::query_scalar(
+        "UPDATE items SET state = 'in_flight', attempts = attempts + 1,
+                first_sent_at = coalesce(first_sent_at, ?1), updated_at = ?1
+         WHERE id IN (SELECT value FROM json_each(?2)) AND state = 'pending'
+         RETURNING id",
+    )
+    .bind(now)
+    .bind(&list)
+    .fetch_all(&mut **tx)
+    .await?;
+    if updated.len() != ids.len() {
+        // An id given twice, or one not pending: name the first that was not marked.
+        let mut marked = updated;
+        marked.sort_unstable();
+        let mut seen = std::collections::HashSet::new();
+        let culprit = ids
+            .iter()
+            .find(|id| !seen.insert(**id) || marked.binary_search(id).is_err())
+            .copied()
+            .unwrap_or(ids[0]);
+        return Err(JournalError::StateConflict {
+            item_id: culprit,
+            expected: ItemState::Pending,
+            next: ItemState::InFlight,
+        });
+    }
+    sqlx::query(
+        "INSERT INTO attempts (item_id, attempt, kind, started_at)
+         SELECT i.id, i.attempts, 'reissue', ?1
+         FROM json_each(?2) AS j JOIN items AS i ON i.id = j.value ORDER BY j.key",
+    )
+    .bind(now)
+    .bind(&list)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 async fn apply_one(
     tx: &mut Transaction<'static, Sqlite>,
     change: &Change,
     now: &str,
 ) -> Result<(), JournalError> {
     match change {
-        Change::MarkInFlight { item_id } => {
-            let updated = sqlx::query(
-                "UPDATE items SET state = 'in_flight', attempts = attempts + 1,
-                        first_sent_at = coalesce(first_sent_at, ?1), updated_at = ?1
-                 WHERE id = ?2 AND state = 'pending'",
-            )
-            .bind(now)
-            .bind(item_id)
-            .execute(&mut **tx)
-            .await?;
-            expect_one(
-                updated.rows_affected(),
-                *item_id,
-                ItemState::Pending,
-                ItemState::InFlight,
-            )?;
-            sqlx::query(
-                "INSERT INTO attempts (item_id, attempt, kind, started_at)
-                 SELECT id, attempts, 'reissue', ? FROM items WHERE id = ?",
-            )
-            .bind(now)
-            .bind(item_id)
-            .execute(&mut **tx)
-            .await?;
-        }
+        Change::MarkInFlight { item_id } => mark_in_flight(tx, &[*item_id], now).await?,
         Change::Transition {
             item_id,
             from,

@@ -193,3 +193,40 @@ async fn connect_plain(path: &std::path::Path) -> SqlitePool {
         .await
         .expect("connect")
 }
+
+#[tokio::test]
+async fn marking_a_set_with_one_item_not_pending_names_it_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+    let run = planned(&journal, &[(1, "a"), (2, "b"), (3, "c")]).await;
+    let items = journal.pending_page(run, 0, 10).await.expect("page");
+    let ids: Vec<i64> = items.iter().map(|item| item.id).collect();
+    journal
+        .apply(&[Change::MarkInFlight { item_id: ids[1] }])
+        .await
+        .expect("mark one");
+    let marks: Vec<Change> = ids
+        .iter()
+        .map(|&item_id| Change::MarkInFlight { item_id })
+        .collect();
+    let wrong = journal.apply(&marks).await;
+    assert!(
+        matches!(wrong, Err(JournalError::StateConflict { item_id, .. }) if item_id == ids[1]),
+        "{wrong:?}"
+    );
+    let counts = journal.counts(run).await.expect("counts");
+    assert_eq!(counts.get(ItemState::Pending), 2);
+    assert_eq!(counts.get(ItemState::InFlight), 1);
+    journal
+        .apply(&[
+            Change::MarkInFlight { item_id: ids[0] },
+            Change::MarkInFlight { item_id: ids[2] },
+        ])
+        .await
+        .expect("mark the rest at once");
+    assert_eq!(
+        journal.request_count(run).await.expect("attempts"),
+        3,
+        "one attempt row per mark"
+    );
+}
