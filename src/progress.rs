@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::ProgressStyle;
 use tokio::sync::mpsc::UnboundedReceiver;
-use tracing::info_span;
+use tracing::{Instrument, info_span};
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
 use crate::config::format_duration;
@@ -18,7 +18,7 @@ use crate::runner::RunSummary;
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Consumes runner events until the runner drops its sender.
-pub async fn show(mut events: UnboundedReceiver<RunnerEvent>, run_id: i64) {
+pub async fn show(events: UnboundedReceiver<RunnerEvent>, run_id: i64) {
     let terminal = std::io::stderr().is_terminal();
     let span = info_span!("run", run = run_id);
     if terminal {
@@ -29,7 +29,14 @@ pub async fn show(mut events: UnboundedReceiver<RunnerEvent>, run_id: i64) {
         .progress_chars("=> ");
         span.pb_set_style(&style);
     }
-    let _entered = span.enter();
+    // Instrumented, not entered: a guard held across awaits would make this span the parent of
+    // whatever else runs on the thread (sqlx's pool among them).
+    render(events, &span, terminal)
+        .instrument(span.clone())
+        .await;
+}
+
+async fn render(mut events: UnboundedReceiver<RunnerEvent>, span: &tracing::Span, terminal: bool) {
     let started = Instant::now();
     let mut last_log = Instant::now();
     let mut latest: Option<(Counts, u64)> = None;
