@@ -81,6 +81,10 @@ enum Done {
         verdict: Verdict,
         record: LookupRecord,
     },
+    /// The run stopped while the send waited for the limiter: it never left.
+    Withdrawn(WorkItem),
+    /// The run stopped before the lookup began; the item keeps its state.
+    NotLookedUp,
 }
 
 /// Sends the run's pending items, after reconciling every item of the journal whose outcome
@@ -138,6 +142,8 @@ struct Dispatcher<'a> {
     /// Outcomes not committed yet: they go into the same transaction as the next `in_flight`
     /// marks, one commit (one fsync) per round instead of two.
     unflushed: Vec<Change>,
+    /// Cancelled when the run stops, so requests still waiting for the limiter never leave.
+    halt: CancellationToken,
     stop: Option<StopReason>,
     tasks: JoinSet<Done>,
 }
@@ -168,6 +174,7 @@ impl<'a> Dispatcher<'a> {
             consecutive_pauses: 0,
             answered: false,
             unflushed: Vec::new(),
+            halt: CancellationToken::new(),
             stop: None,
             tasks: JoinSet::new(),
         })
@@ -259,6 +266,7 @@ impl<'a> Dispatcher<'a> {
     fn begin_stop(&mut self, reason: StopReason) {
         if self.stop.is_none() {
             self.stop = Some(reason);
+            self.halt.cancel();
             self.emit(RunnerEvent::Stopping);
         }
     }
@@ -367,6 +375,7 @@ impl<'a> Dispatcher<'a> {
     fn spawn(&mut self, job: Job) {
         let client = self.deps.client.clone();
         let limiter = self.deps.limiter.clone();
+        let halt = self.halt.clone();
         match job {
             Job::Send(mut item) => {
                 item.attempts += 1;
@@ -376,7 +385,11 @@ impl<'a> Dispatcher<'a> {
                 self.counts
                     .move_one(ItemState::Pending, ItemState::InFlight);
                 self.tasks.spawn(async move {
-                    limiter.acquire().await;
+                    tokio::select! {
+                        biased;
+                        _ = halt.cancelled() => return Done::Withdrawn(item),
+                        _ = limiter.acquire() => {}
+                    }
                     let started = std::time::Instant::now();
                     let result = client.reissue(item.order_id, item.payload.clone()).await;
                     Done::Sent {
@@ -388,6 +401,9 @@ impl<'a> Dispatcher<'a> {
             }
             Job::LookUp { item, state } => {
                 self.tasks.spawn(async move {
+                    if halt.is_cancelled() {
+                        return Done::NotLookedUp;
+                    }
                     let (verdict, record) = reconcile::look_up(&client, &limiter, &item).await;
                     Done::Looked {
                         item,
@@ -408,7 +424,29 @@ impl<'a> Dispatcher<'a> {
         let mut changes = Vec::new();
         let mut follow_ups = Vec::new();
         for done in finished.into_iter().flatten() {
-            self.requests += 1;
+            match done {
+                Done::Withdrawn(item) => {
+                    let item_id = item.id;
+                    changes.push(Change::FinishAttempt {
+                        item_id,
+                        http_status: None,
+                        outcome: "not sent: the run stopped first".into(),
+                        duration_ms: 0,
+                    });
+                    changes.push(Change::Transition {
+                        item_id,
+                        from: ItemState::InFlight,
+                        to: ItemState::Pending,
+                        outcome: Outcome {
+                            uncharged: true,
+                            ..Outcome::default()
+                        },
+                    });
+                    continue;
+                }
+                Done::NotLookedUp => continue,
+                _ => self.requests += 1,
+            }
             match done {
                 Done::Sent {
                     item,
@@ -421,6 +459,7 @@ impl<'a> Dispatcher<'a> {
                     verdict,
                     record,
                 } => self.after_lookup(item, state, verdict, record, &mut changes, &mut follow_ups),
+                Done::Withdrawn(_) | Done::NotLookedUp => {}
             }
         }
         self.unflushed.extend(changes);
