@@ -128,7 +128,7 @@ async fn an_undecidable_outcome_stays_uncertain_until_it_can_be_decided() {
 async fn sigterm_stops_cleanly_with_exit_3_and_resume_finishes_exactly_once() {
     let sim = support::simulator(Scenario {
         faults: Faults {
-            latency: Duration::from_millis(200),
+            latency: Duration::from_millis(50),
             ..Faults::default()
         },
         ..Scenario::default()
@@ -136,8 +136,12 @@ async fn sigterm_stops_cleanly_with_exit_3_and_resume_finishes_exactly_once() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=200);
-    let mut cmd = run_cmd(dir.path(), &manifest, &sim.base_url());
-    cmd.args(["--concurrency", "4"]);
+    // A quota keeps sends queued at the limiter when the signal comes: they must not leave.
+    let mut cmd = reissuer(dir.path());
+    cmd.arg("run")
+        .arg(&manifest)
+        .args(["--base-url", &sim.base_url()]);
+    cmd.args(["--concurrency", "4", "--rate", "10/1s"]);
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().expect("spawns");
@@ -145,12 +149,19 @@ async fn sigterm_stops_cleanly_with_exit_3_and_resume_finishes_exactly_once() {
     let signalled = Instant::now();
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let accepted_at_signal = sim.ledger().accepted.len();
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().expect("waits"))
         .await
         .expect("joins");
     assert!(signalled.elapsed() < Duration::from_secs(15));
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let sent_before = sim.ledger().accepted.len();
+    // At most one request may have been on the wire as the signal landed.
+    assert!(
+        sent_before <= accepted_at_signal + 1,
+        "{} reissues arrived after the signal",
+        sent_before - accepted_at_signal
+    );
     assert!(
         sent_before > 0 && sent_before < 200,
         "{sent_before} sent before the signal"
