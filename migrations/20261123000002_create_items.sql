@@ -16,9 +16,11 @@ CREATE TABLE items (
     certificate_id   INTEGER,
     dcv_random_value TEXT,
     first_sent_at    TEXT,
-    updated_at       TEXT    NOT NULL,
-    UNIQUE (run_id, order_id)
+    updated_at       TEXT    NOT NULL
 );
+
+-- One item per order and run; an invalid row may repeat an order id (that can be its error).
+CREATE UNIQUE INDEX items_one_per_order ON items (run_id, order_id) WHERE state <> 'invalid';
 
 CREATE INDEX items_by_run_state ON items (run_id, state, id);
 CREATE INDEX items_by_order_payload ON items (order_id, payload_digest, state);

@@ -86,7 +86,11 @@ pub(crate) async fn plan_and_send(
             open.id
         }
         None => {
-            let to_send = planner.counts().get(ItemState::Pending);
+            let counts = planner.settle().await?;
+            let (to_send, skipped) = (
+                counts.get(ItemState::Pending),
+                counts.get(ItemState::Skipped),
+            );
             if !send::confirm(to_send, &sender.base_url, args.send.yes)? {
                 planner.rollback().await?;
                 journal.close().await;
@@ -96,7 +100,6 @@ pub(crate) async fn plan_and_send(
                 eprintln!("nothing sent");
                 return Ok(Exit::Ok);
             }
-            let skipped = planner.counts().get(ItemState::Skipped);
             let run_id = planner.commit().await?;
             tracing::info!(
                 "run {run_id}: {to_send} to send, {skipped} already done (skipped), {} invalid",

@@ -84,6 +84,10 @@ impl Serialize for ItemState {
     }
 }
 
+/// Rows buffered before one INSERT; large enough to amortise the statement, small enough to
+/// keep memory flat.
+const PLAN_BATCH: usize = 512;
+
 /// A run being planned: every row of the manifest goes in inside one transaction, so an
 /// invalid manifest leaves the journal as it was.
 pub struct Planner {
@@ -92,6 +96,8 @@ pub struct Planner {
     force: bool,
     digest: Sha256,
     counts: Counts,
+    /// `[order_id, line, payload, payload_digest, state, error_message]` rows not inserted yet.
+    batch: Vec<serde_json::Value>,
 }
 
 impl Journal {
@@ -119,6 +125,7 @@ impl Journal {
             force: new.force,
             digest,
             counts: Counts::default(),
+            batch: Vec::with_capacity(PLAN_BATCH),
         })
     }
 
@@ -209,57 +216,44 @@ impl Planner {
         self.run_id
     }
 
-    /// Adds a valid order: `skipped` if the identical payload already succeeded (and not
-    /// forced), `pending` otherwise.
+    /// Adds a valid order as `pending`; [`Planner::settle`] later marks the ones whose
+    /// identical payload already succeeded `skipped`.
     pub async fn add_order(
         &mut self,
         order_id: u64,
         line: u64,
         canonical: &str,
         payload_digest: &str,
-    ) -> Result<ItemState, JournalError> {
+    ) -> Result<(), JournalError> {
         let order_id = i64::try_from(order_id).unwrap_or(i64::MAX);
-        let done_before = !self.force
-            && sqlx::query_scalar::<_, i64>(
-                "SELECT 1 FROM items WHERE order_id = ? AND payload_digest = ?
-                 AND state = 'succeeded' LIMIT 1",
-            )
-            .bind(order_id)
-            .bind(payload_digest)
-            .fetch_optional(&mut *self.tx)
-            .await?
-            .is_some();
-        let state = if done_before {
-            ItemState::Skipped
-        } else {
-            ItemState::Pending
-        };
-        self.insert(order_id, line, canonical, payload_digest, state, None)
-            .await?;
         self.digest
             .update(format!("{order_id} {payload_digest}\n").as_bytes());
-        Ok(state)
+        self.push(
+            order_id,
+            line,
+            canonical,
+            payload_digest,
+            ItemState::Pending,
+            None,
+        )
+        .await
     }
 
-    /// Adds an invalid row (`--skip-invalid`) with its errors.
+    /// Adds an invalid row (`--skip-invalid`) with its errors; order id 0 when unreadable.
     pub async fn add_invalid(
         &mut self,
         order_id: Option<u64>,
         line: u64,
         errors: &str,
     ) -> Result<(), JournalError> {
-        // A row whose order_id is unreadable still needs a unique key in its run.
-        let order_id = order_id
-            .and_then(|id| i64::try_from(id).ok())
-            .unwrap_or(-i64::try_from(line).unwrap_or(i64::MAX));
-        self.insert(order_id, line, "", "", ItemState::Invalid, Some(errors))
-            .await?;
+        let order_id = order_id.and_then(|id| i64::try_from(id).ok()).unwrap_or(0);
         self.digest
             .update(format!("{order_id} invalid {line}\n").as_bytes());
-        Ok(())
+        self.push(order_id, line, "", "", ItemState::Invalid, Some(errors))
+            .await
     }
 
-    async fn insert(
+    async fn push(
         &mut self,
         order_id: i64,
         line: u64,
@@ -268,23 +262,62 @@ impl Planner {
         state: ItemState,
         error_message: Option<&str>,
     ) -> Result<(), JournalError> {
+        self.batch.push(serde_json::json!([
+            order_id,
+            line,
+            canonical,
+            payload_digest,
+            state.as_str(),
+            error_message
+        ]));
+        self.counts.add(state, 1);
+        if self.batch.len() >= PLAN_BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), JournalError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let rows = serde_json::Value::Array(std::mem::take(&mut self.batch)).to_string();
         sqlx::query(
             "INSERT INTO items (run_id, order_id, line, payload, payload_digest, state,
                                 error_message, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
+                    value ->> 5, ?2
+             FROM json_each(?3) ORDER BY key",
         )
         .bind(self.run_id)
-        .bind(order_id)
-        .bind(i64::try_from(line).unwrap_or(i64::MAX))
-        .bind(canonical)
-        .bind(payload_digest)
-        .bind(state.as_str())
-        .bind(error_message)
         .bind(now_text())
+        .bind(rows)
         .execute(&mut *self.tx)
         .await?;
-        self.counts.add(state, 1);
         Ok(())
+    }
+
+    /// Inserts what is buffered and marks `skipped` every pending order whose identical payload
+    /// already succeeded in this journal (unless forced), in one statement; then the counts
+    /// are final.
+    pub async fn settle(&mut self) -> Result<&Counts, JournalError> {
+        self.flush().await?;
+        if !self.force {
+            let skipped = sqlx::query(
+                "UPDATE items SET state = 'skipped'
+                 WHERE run_id = ?1 AND state = 'pending' AND EXISTS (
+                     SELECT 1 FROM items s WHERE s.order_id = items.order_id
+                     AND s.payload_digest = items.payload_digest AND s.state = 'succeeded')",
+            )
+            .bind(self.run_id)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+            let skipped = i64::try_from(skipped).unwrap_or(i64::MAX);
+            self.counts.add(ItemState::Pending, -skipped);
+            self.counts.add(ItemState::Skipped, skipped);
+        }
+        Ok(&self.counts)
     }
 
     /// The digest of everything planned so far: equal digests mean the same manifest content
@@ -293,12 +326,9 @@ impl Planner {
         hex::encode(self.digest.clone().finalize())
     }
 
-    pub fn counts(&self) -> &Counts {
-        &self.counts
-    }
-
     /// Commits the run.
     pub async fn commit(mut self) -> Result<i64, JournalError> {
+        self.settle().await?;
         let digest = self.manifest_digest();
         sqlx::query("UPDATE runs SET manifest_digest = ? WHERE id = ?")
             .bind(&digest)

@@ -131,15 +131,41 @@ async fn identical_payload_that_succeeded_is_skipped_next_time() {
             .expect("apply");
     }
     let mut plan = journal.plan_run(&new_run()).await.expect("plan");
-    assert_eq!(
-        plan.add_order(1, 2, "a", "d-a").await.expect("add"),
-        ItemState::Skipped
-    );
-    assert_eq!(
-        plan.add_order(2, 3, "b2", "d-b2").await.expect("add"),
-        ItemState::Pending
-    );
-    plan.commit().await.expect("commit");
+    plan.add_order(1, 2, "a", "d-a").await.expect("add");
+    plan.add_order(2, 3, "b2", "d-b2").await.expect("add");
+    let counts = plan.settle().await.expect("settle").clone();
+    assert_eq!(counts.get(ItemState::Skipped), 1);
+    assert_eq!(counts.get(ItemState::Pending), 1);
+    let second = plan.commit().await.expect("commit");
+    assert_eq!(journal.counts(second).await.expect("counts"), counts);
+    let rows = journal.report_rows(second).await.expect("rows");
+    assert_eq!((rows[0].order_id, rows[0].state.as_str()), (1, "skipped"));
+    assert_eq!((rows[1].order_id, rows[1].state.as_str()), (2, "pending"));
+}
+
+#[tokio::test]
+async fn many_rows_and_invalid_rows_with_a_repeated_order_id_are_planned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+    let mut plan = journal.plan_run(&new_run()).await.expect("plan");
+    for id in 1..=1300u64 {
+        plan.add_order(id, id + 1, "{}", &format!("d{id}"))
+            .await
+            .expect("add");
+    }
+    // The same order id again, invalid: the error itself may be the duplicate.
+    plan.add_invalid(Some(7), 1400, "order_id: duplicate")
+        .await
+        .expect("add");
+    plan.add_invalid(None, 1401, "order_id: not a number")
+        .await
+        .expect("add");
+    let run = plan.commit().await.expect("commit");
+    let counts = journal.counts(run).await.expect("counts");
+    assert_eq!(counts.get(ItemState::Pending), 1300);
+    assert_eq!(counts.get(ItemState::Invalid), 2);
+    let rows = journal.report_rows(run).await.expect("rows");
+    assert_eq!(rows.last().map(|r| (r.order_id, r.line)), Some((0, 1401)));
 }
 
 #[tokio::test]
