@@ -229,7 +229,7 @@ async fn kill_nine_at_random_moments_never_sends_twice_nor_drops_one() {
         cmd.arg("run")
             .arg(&manifest)
             .args(["--base-url", &sim.base_url()]);
-        cmd.args(["--max-attempts", "20", "--rate", "50/1s"]);
+        cmd.args(["--max-attempts", "20", "--rate", "20/1s"]);
         cmd.stdout(std::process::Stdio::null());
         let mut child = cmd.spawn().expect("spawns");
         tokio::time::sleep(Duration::from_millis(100 + next(500))).await;
