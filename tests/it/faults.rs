@@ -11,10 +11,8 @@ fn run_cmd(
     manifest: &std::path::Path,
     base_url: &str,
 ) -> std::process::Command {
-    let mut cmd = reissuer(dir);
-    cmd.arg("run")
-        .arg(manifest)
-        .args(["--base-url", base_url, "--rate", "unlimited"]);
+    let mut cmd = support::run_against(dir, manifest, base_url);
+    cmd.args(["--rate", "unlimited"]);
     cmd
 }
 
@@ -137,10 +135,7 @@ async fn sigterm_stops_cleanly_with_exit_3_and_resume_finishes_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=200);
     // A quota keeps sends queued at the limiter when the signal comes: they must not leave.
-    let mut cmd = reissuer(dir.path());
-    cmd.arg("run")
-        .arg(&manifest)
-        .args(["--base-url", &sim.base_url()]);
+    let mut cmd = support::run_against(dir.path(), &manifest, &sim.base_url());
     cmd.args(["--concurrency", "4", "--rate", "10/1s"]);
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
@@ -225,10 +220,7 @@ async fn kill_nine_at_random_moments_never_sends_twice_nor_drops_one() {
     let mut kills = 0;
     while kills < wanted_kills {
         // A quota keeps each life short of finishing, so the kills land mid-run.
-        let mut cmd = reissuer(dir.path());
-        cmd.arg("run")
-            .arg(&manifest)
-            .args(["--base-url", &sim.base_url()]);
+        let mut cmd = support::run_against(dir.path(), &manifest, &sim.base_url());
         cmd.args(["--max-attempts", "20", "--rate", "20/1s"]);
         cmd.stdout(std::process::Stdio::null());
         let mut child = cmd.spawn().expect("spawns");

@@ -24,10 +24,7 @@ async fn three_hundred_orders_under_tight_quotas_go_out_once_without_a_429() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=300);
-    let mut cmd = reissuer(dir.path());
-    cmd.arg("run")
-        .arg(&manifest)
-        .args(["--base-url", &sim.base_url()]);
+    let mut cmd = support::run_against(dir.path(), &manifest, &sim.base_url());
     cmd.args(["--rate", "40/1s", "--rate", "150/5s", "--concurrency", "10"]);
     let started = Instant::now();
     let out = output(cmd).await;
@@ -146,10 +143,7 @@ async fn an_unknown_order_fails_with_its_404_and_the_rest_succeed() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 10..=15);
-    let mut cmd = reissuer(dir.path());
-    cmd.arg("run")
-        .arg(&manifest)
-        .args(["--base-url", &sim.base_url()]);
+    let cmd = support::run_against(dir.path(), &manifest, &sim.base_url());
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let mut report = reissuer(dir.path());
@@ -188,10 +182,7 @@ async fn a_changed_row_is_sent_and_unchanged_rows_are_skipped() {
     let sim = support::simulator(Scenario::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=3);
-    let mut cmd = reissuer(dir.path());
-    cmd.arg("run")
-        .arg(&manifest)
-        .args(["--base-url", &sim.base_url()]);
+    let cmd = support::run_against(dir.path(), &manifest, &sim.base_url());
     assert_eq!(output(cmd).await.status.code(), Some(0));
     let edited: String = std::fs::read_to_string(&manifest)
         .expect("read")
@@ -202,10 +193,7 @@ async fn a_changed_row_is_sent_and_unchanged_rows_are_skipped() {
         })
         .collect();
     std::fs::write(&manifest, edited).expect("write");
-    let mut cmd = reissuer(dir.path());
-    cmd.arg("run")
-        .arg(&manifest)
-        .args(["--base-url", &sim.base_url()]);
+    let cmd = support::run_against(dir.path(), &manifest, &sim.base_url());
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let per_order = sim.ledger().accepted_per_order();
@@ -232,10 +220,7 @@ async fn retry_sends_transient_failures_again_and_all_only_when_asked() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=3);
-    let mut cmd = reissuer(dir.path());
-    cmd.arg("run")
-        .arg(&manifest)
-        .args(["--base-url", &sim.base_url()]);
+    let mut cmd = support::run_against(dir.path(), &manifest, &sim.base_url());
     cmd.args(["--max-attempts", "2", "--rate", "unlimited"]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

@@ -62,6 +62,13 @@ pub fn reissuer(dir: &Path) -> std::process::Command {
     cmd
 }
 
+/// `reissuer run MANIFEST --base-url URL` with the journal in `dir`.
+pub fn run_against(dir: &Path, manifest: &Path, base_url: &str) -> std::process::Command {
+    let mut cmd = reissuer(dir);
+    cmd.arg("run").arg(manifest).args(["--base-url", base_url]);
+    cmd
+}
+
 /// Runs a command off the async runtime, so the in-process simulator keeps serving.
 pub async fn output(mut cmd: std::process::Command) -> Output {
     tokio::task::spawn_blocking(move || cmd.output().expect("runs"))
