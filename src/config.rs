@@ -159,4 +159,19 @@ mod tests {
         assert!(check_base_url("ftp://127.0.0.1/").is_err());
         assert!(check_base_url("not a url").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_without_panicking(text in "\\PC{0,24}") {
+            let _ = text.parse::<Quota>();
+            let _ = parse_duration(&text);
+            let _ = check_base_url(&text);
+        }
+
+        #[test]
+        fn a_quota_survives_display_and_parse(limit in 1u32..100_000, ms in 1u64..86_400_000) {
+            let quota = Quota { limit, window: Duration::from_millis(ms) };
+            proptest::prop_assert_eq!(quota.to_string().parse::<Quota>(), Ok(quota));
+        }
+    }
 }

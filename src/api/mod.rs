@@ -373,4 +373,22 @@ mod tests {
         assert_eq!(err.messages(), "signature_hash is required; bad csr");
         assert!(err.to_string().starts_with("HTTP 400 (required_param"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_retry_after_value_is_read_or_ignored_never_above_the_cap(text in "[ -~]{0,40}") {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_str(&text) {
+                headers.insert(RETRY_AFTER, value);
+            }
+            if let Some(wait) = retry_after(&headers) {
+                proptest::prop_assert!(wait <= MAX_RETRY_AFTER);
+            }
+        }
+
+        #[test]
+        fn any_error_body_is_read_without_panicking(body in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = wire::parse_errors(&body);
+        }
+    }
 }
