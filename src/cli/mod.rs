@@ -22,7 +22,15 @@ mod validate;
 /// Reissues DigiCert CertCentral certificates in bulk: exactly once, inside the account's rate
 /// limits, with a journal that survives crashes and reruns.
 #[derive(Debug, Parser)]
-#[command(name = "reissuer", version, propagate_version = true)]
+#[command(
+    name = "reissuer",
+    version,
+    propagate_version = true,
+    after_help = "The API key comes from DIGICERT_API_KEY or --api-key-file and is never written anywhere.\n\n\
+Exit codes: 0 every order succeeded or was skipped; 1 some failed, are uncertain or invalid; \
+2 usage error or invalid manifest (nothing sent); 3 interrupted by SIGINT/SIGTERM (resumable); \
+4 credentials refused (401/403); 5 the journal is locked by another process."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
