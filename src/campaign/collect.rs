@@ -237,7 +237,7 @@ async fn step(item: &Collectable, client: &Client, limiter: &Limiter, out: &Path
             limiter.acquire().await;
             let entries = match client.reissue_list(item.order_id).await {
                 Ok(entries) => entries,
-                Err(err) => return failed(&err),
+                Err(err) => return failed(&err, limiter),
             };
             let wanted = csr_body(&csr);
             let Some(entry) = entries
@@ -257,7 +257,7 @@ async fn step(item: &Collectable, client: &Client, limiter: &Limiter, out: &Path
     limiter.acquire().await;
     let pem = match client.download_pem(certificate_id).await {
         Ok(pem) => pem,
-        Err(err) => return failed(&err),
+        Err(err) => return failed(&err, limiter),
     };
     match leaf_key(&pem) {
         Some(key) if key == csr_info.public_key_der => match write_pem(&path, &pem) {
@@ -273,9 +273,14 @@ async fn step(item: &Collectable, client: &Client, limiter: &Limiter, out: &Path
     }
 }
 
-fn failed(err: &ApiError) -> Step {
+fn failed(err: &ApiError, limiter: &Limiter) -> Step {
     match err.disposition() {
         Disposition::StopCredentials => Step::Credentials,
+        Disposition::Pause(wait) => {
+            // Throttled: every request of this collect waits, as the runner's do.
+            limiter.pause_for(wait.unwrap_or(Duration::from_secs(5)));
+            Step::Again(err.to_string())
+        }
         _ => Step::Again(err.to_string()),
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -179,6 +180,19 @@ pub async fn facts_for(
             Err(err) if err.disposition() == Disposition::StopCredentials => {
                 fetched.abort_all();
                 return Err(FillError::Credentials { order_id });
+            }
+            Err(err) if matches!(err.disposition(), Disposition::Pause(_)) => {
+                // Throttled: everyone waits, and this order is asked again.
+                if let Disposition::Pause(wait) = err.disposition() {
+                    limiter.pause_for(wait.unwrap_or(Duration::from_secs(5)));
+                }
+                let client = client.clone();
+                let limiter = limiter.clone();
+                fetched.spawn(async move {
+                    limiter.acquire().await;
+                    let id = i64::try_from(order_id).unwrap_or(i64::MAX);
+                    (order_id, client.order_info(id).await)
+                });
             }
             Err(err) => {
                 known.insert(order_id, Err(describe(&err)));

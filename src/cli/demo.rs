@@ -55,6 +55,7 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
             resend_uncertain: false,
             force: false,
             drain_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
         },
     };
     let run_args = RunArgs {

@@ -91,6 +91,7 @@ impl Sender {
                 resend_uncertain: args.resend_uncertain,
                 force,
                 drain_timeout: DRAIN_TIMEOUT,
+                request_timeout: connection.timeout,
             },
         })
     }
@@ -102,6 +103,7 @@ pub(crate) struct Connection {
     pub client: Client,
     pub limiter: Arc<Limiter>,
     pub concurrency: usize,
+    pub timeout: std::time::Duration,
 }
 
 impl Connection {
@@ -126,6 +128,7 @@ impl Connection {
             client,
             limiter: Arc::new(Limiter::new(&quotas)),
             concurrency,
+            timeout: args.timeout,
         })
     }
 }

@@ -15,10 +15,12 @@ pub struct WorkItem {
     pub payload: String,
     pub attempts: i64,
     pub first_sent_at: Option<String>,
+    /// When the item last changed; for an `in_flight` item, when its request was about to leave.
+    pub updated_at: String,
 }
 
 /// An item whose outcome is unknown, with its state as stored.
-type UnknownRow = (i64, i64, i64, String, i64, Option<String>, String);
+type UnknownRow = (i64, i64, i64, String, i64, Option<String>, String, String);
 
 /// One row of the report.
 #[derive(Debug, Clone, FromRow, Serialize)]
@@ -122,8 +124,16 @@ impl Journal {
         limit: u32,
     ) -> Result<Vec<WorkItem>, JournalError> {
         Ok(sqlx::query_as(
-            "SELECT id, run_id, order_id, payload, attempts, first_sent_at FROM items
-             WHERE run_id = ? AND state = 'pending' AND id > ? ORDER BY id LIMIT ?",
+            // Held back (left pending, so the run reports them): an order whose outcome is
+            // unknown in another run — sending it could reissue twice — and an order a newer
+            // run has taken over, whose payload here may be stale.
+            "SELECT id, run_id, order_id, payload, attempts, first_sent_at, updated_at FROM items
+             WHERE run_id = ?1 AND state = 'pending' AND id > ?2
+             AND NOT EXISTS (
+                 SELECT 1 FROM items o WHERE o.order_id = items.order_id AND o.run_id <> ?1
+                 AND (o.state IN ('in_flight', 'uncertain')
+                      OR (o.run_id > ?1 AND o.state <> 'invalid')))
+             ORDER BY id LIMIT ?3",
         )
         .bind(run_id)
         .bind(after_id)
@@ -133,16 +143,24 @@ impl Journal {
     }
 
     /// Items of any run whose outcome is unknown (`in_flight` or `uncertain`), with their state.
-    pub async fn unknown_outcomes(&self) -> Result<Vec<(WorkItem, ItemState)>, JournalError> {
+    /// Only runs against `base_url` are included: a lookup on another account would find
+    /// nothing and wrongly clear the item.
+    pub async fn unknown_outcomes(
+        &self,
+        base_url: &str,
+    ) -> Result<Vec<(WorkItem, ItemState)>, JournalError> {
         let rows: Vec<UnknownRow> = sqlx::query_as(
-            "SELECT id, run_id, order_id, payload, attempts, first_sent_at, state FROM items
-             WHERE state IN ('in_flight', 'uncertain') ORDER BY id",
+            "SELECT i.id, i.run_id, i.order_id, i.payload, i.attempts, i.first_sent_at,
+                    i.updated_at, i.state
+             FROM items i JOIN runs r ON r.id = i.run_id
+             WHERE i.state IN ('in_flight', 'uncertain') AND r.base_url = ? ORDER BY i.id",
         )
+        .bind(base_url)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
             .map(
-                |(id, run_id, order_id, payload, attempts, first_sent_at, state)| {
+                |(id, run_id, order_id, payload, attempts, first_sent_at, updated_at, state)| {
                     let state = state
                         .parse::<ItemState>()
                         .map_err(|e| JournalError::Sql(sqlx::Error::Decode(Box::new(e))))?;
@@ -153,6 +171,7 @@ impl Journal {
                         payload,
                         attempts,
                         first_sent_at,
+                        updated_at,
                     };
                     Ok((item, state))
                 },
@@ -167,7 +186,9 @@ impl Journal {
             "UPDATE items SET state = 'skipped', updated_at = ?
              WHERE run_id = ? AND state = 'pending' AND EXISTS (
                  SELECT 1 FROM items s WHERE s.order_id = items.order_id
-                 AND s.payload_digest = items.payload_digest AND s.state = 'succeeded')",
+                 AND s.payload_digest = items.payload_digest AND s.state = 'succeeded'
+                 AND s.run_id IN (SELECT id FROM runs WHERE base_url =
+                     (SELECT base_url FROM runs WHERE id = items.run_id)))",
         )
         .bind(now_text())
         .bind(run_id)
@@ -180,7 +201,8 @@ impl Journal {
     /// only transient failures unless `all`. Returns how many.
     pub async fn requeue_failed(&self, run_id: i64, all: bool) -> Result<u64, JournalError> {
         let done = sqlx::query(
-            "UPDATE items SET state = 'pending', attempts = 0, failure_kind = NULL, updated_at = ?
+            "UPDATE items SET state = 'pending', attempts = 0, failure_kind = NULL,
+                    first_sent_at = NULL, updated_at = ?
              WHERE run_id = ? AND state = 'failed' AND (? OR failure_kind = 'transient')",
         )
         .bind(now_text())
@@ -326,8 +348,11 @@ async fn apply_one(
             duration_ms,
         } => {
             sqlx::query(
+                // The newest open attempt only: an older one left open by a crash keeps its
+                // unknown outcome rather than taking this one's.
                 "UPDATE attempts SET finished_at = ?, http_status = ?, outcome = ?, duration_ms = ?
-                 WHERE item_id = ? AND kind = 'reissue' AND finished_at IS NULL",
+                 WHERE id = (SELECT max(id) FROM attempts
+                             WHERE item_id = ? AND kind = 'reissue' AND finished_at IS NULL)",
             )
             .bind(now)
             .bind(http_status)

@@ -307,7 +307,9 @@ impl Planner {
                 "UPDATE items SET state = 'skipped'
                  WHERE run_id = ?1 AND state = 'pending' AND EXISTS (
                      SELECT 1 FROM items s WHERE s.order_id = items.order_id
-                     AND s.payload_digest = items.payload_digest AND s.state = 'succeeded')",
+                     AND s.payload_digest = items.payload_digest AND s.state = 'succeeded'
+                     AND s.run_id IN (SELECT id FROM runs WHERE base_url =
+                         (SELECT base_url FROM runs WHERE id = ?1)))",
             )
             .bind(self.run_id)
             .execute(&mut *self.tx)

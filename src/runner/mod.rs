@@ -36,6 +36,8 @@ pub struct RunnerOptions {
     pub force: bool,
     /// After a stop signal, how long requests in flight may take to finish.
     pub drain_timeout: Duration,
+    /// The per-request timeout: a request without an answer may reach CertCentral this late.
+    pub request_timeout: Duration,
 }
 
 /// What the runner needs from outside.
@@ -97,7 +99,10 @@ pub async fn run(
 ) -> Result<RunSummary, RunnerError> {
     let started = Instant::now();
     let mut dispatcher = Dispatcher::new(run_id, options, &deps).await?;
-    let unknown = deps.journal.unknown_outcomes().await?;
+    let unknown = deps
+        .journal
+        .unknown_outcomes(deps.client.base_url())
+        .await?;
     if !unknown.is_empty() {
         dispatcher.emit(RunnerEvent::Reconciling {
             items: unknown.len(),
@@ -105,6 +110,18 @@ pub async fn run(
     }
     for (item, state) in unknown {
         dispatcher.initial.insert(item.id);
+        if item.run_id != run_id {
+            dispatcher.foreign.insert(item.id);
+        }
+        // Its last request left at about `updated_at`, and may run until the timeout.
+        if let Ok(changed) = time::OffsetDateTime::parse(
+            &item.updated_at,
+            &time::format_description::well_known::Rfc3339,
+        ) {
+            dispatcher
+                .settle_until
+                .insert(item.id, changed + options.request_timeout);
+        }
         dispatcher.lookups.push_back(Job::LookUp { item, state });
     }
     let stop = dispatcher.drive(&cancel).await?;
@@ -135,6 +152,10 @@ struct Dispatcher<'a> {
     delayed_jobs: HashMap<u64, Job>,
     next_seq: u64,
     lookup_tries: HashMap<i64, u32>,
+    /// Items whose request got no answer: until when it may still reach CertCentral.
+    settle_until: HashMap<i64, time::OffsetDateTime>,
+    /// Items of other runs being reconciled: they do not change this run's counts.
+    foreign: HashSet<i64>,
     consecutive_pauses: u32,
     /// Until CertCentral has answered once, one request at a time: a refused key then costs
     /// one request, not `concurrency` of them.
@@ -171,6 +192,8 @@ impl<'a> Dispatcher<'a> {
             delayed_jobs: HashMap::new(),
             next_seq: 0,
             lookup_tries: HashMap::new(),
+            settle_until: HashMap::new(),
+            foreign: HashSet::new(),
             consecutive_pauses: 0,
             answered: false,
             unflushed: Vec::new(),
@@ -220,7 +243,10 @@ impl<'a> Dispatcher<'a> {
             if self.stop.is_some() && drain_deadline.is_none() {
                 drain_deadline = Some(Instant::now() + self.options.drain_timeout);
             }
-            let next_due = self.next_due();
+            // A due job can only start with a free slot; without one, waking for it would spin.
+            let next_due = self
+                .next_due()
+                .filter(|_| self.tasks.len() < self.slot_limit());
             tokio::select! {
                 _ = cancel.cancelled(), if self.stop.is_none() => {
                     self.begin_stop(StopReason::Interrupted);
@@ -234,9 +260,14 @@ impl<'a> Dispatcher<'a> {
                 }
                 _ = sleep_until_opt(next_due), if next_due.is_some() && self.stop.is_none() => {}
                 _ = sleep_until_opt(drain_deadline), if drain_deadline.is_some() => {
-                    // Requests still out stay in_flight; the next run reconciles them.
+                    // Requests still out stay in_flight; the next run reconciles them. Answers that
+                    // arrived meanwhile are recorded.
                     self.tasks.abort_all();
-                    while self.tasks.join_next().await.is_some() {}
+                    let mut finished = Vec::new();
+                    while let Some(joined) = self.tasks.join_next().await {
+                        finished.push(joined);
+                    }
+                    self.finish(finished).await?;
                     self.flush(Vec::new()).await?;
                     break;
                 }
@@ -255,7 +286,11 @@ impl<'a> Dispatcher<'a> {
         changes.extend(marks);
         self.deps.journal.apply(&changes).await?;
         for change in &changes {
-            if let Change::Transition { from, to, .. } = change {
+            if let Change::Transition {
+                item_id, from, to, ..
+            } = change
+                && !self.foreign.contains(item_id)
+            {
                 self.counts.move_one(*from, *to);
             }
         }
@@ -347,11 +382,7 @@ impl<'a> Dispatcher<'a> {
     /// Starts jobs up to the concurrency, marking every send `in_flight` in one commit first.
     async fn start_jobs(&mut self) -> Result<(), JournalError> {
         let mut jobs = Vec::new();
-        let limit = if self.answered {
-            self.options.concurrency
-        } else {
-            1
-        };
+        let limit = self.slot_limit();
         while self.tasks.len() + jobs.len() < limit {
             match self.next_job().await? {
                 Some(job) => jobs.push(job),
@@ -423,7 +454,17 @@ impl<'a> Dispatcher<'a> {
     ) -> Result<(), JournalError> {
         let mut changes = Vec::new();
         let mut follow_ups = Vec::new();
-        for done in finished.into_iter().flatten() {
+        for joined in finished {
+            let done = match joined {
+                Ok(done) => done,
+                Err(err) if err.is_cancelled() => continue,
+                Err(err) => {
+                    // The item keeps its journal state (in_flight/uncertain) and is reconciled
+                    // by the next run.
+                    tracing::error!("a request task failed: {err}");
+                    continue;
+                }
+            };
             match done {
                 Done::Withdrawn(item) => {
                     let item_id = item.id;
@@ -552,6 +593,11 @@ impl<'a> Dispatcher<'a> {
                 transition(ItemState::Failed, recorded(Some("transient"), false));
             }
             Disposition::Reconcile => {
+                if matches!(err, ApiError::NoAnswer { .. }) {
+                    // Sent, but no answer: CertCentral may still be working on it.
+                    let until = time::OffsetDateTime::now_utc() + self.options.request_timeout;
+                    self.settle_until.insert(item.id, until);
+                }
                 transition(ItemState::Uncertain, recorded(None, false));
                 let job = Job::LookUp {
                     item,
@@ -612,6 +658,29 @@ impl<'a> Dispatcher<'a> {
                     },
                 );
                 self.decided(item_id);
+            }
+            Verdict::NotFound if self.may_still_arrive(item_id).is_some() => {
+                // The request may still be under way at CertCentral: not seeing it yet proves
+                // nothing. Look again once it must have finished; meanwhile it is uncertain.
+                let wait = self.may_still_arrive(item_id).unwrap_or_default();
+                if state == ItemState::InFlight {
+                    transition(
+                        ItemState::Uncertain,
+                        Outcome {
+                            error_message: Some(
+                                "no answer recorded; looked up again once the request must have ended"
+                                    .into(),
+                            ),
+                            ..Outcome::default()
+                        },
+                    );
+                }
+                self.initial.remove(&item_id);
+                let job = Job::LookUp {
+                    item,
+                    state: ItemState::Uncertain,
+                };
+                follow_ups.push((job, Some(wait)));
             }
             Verdict::NotFound => {
                 let budget_left = item.attempts < i64::from(self.options.max_attempts);
@@ -683,8 +752,25 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
+    /// Requests allowed at once: one until CertCentral has answered, then `--concurrency`.
+    fn slot_limit(&self) -> usize {
+        if self.answered {
+            self.options.concurrency
+        } else {
+            1
+        }
+    }
+
+    /// How long a request of this item may still be under way at CertCentral, if at all.
+    fn may_still_arrive(&self, item_id: i64) -> Option<Duration> {
+        let until = self.settle_until.get(&item_id)?;
+        let left = *until - time::OffsetDateTime::now_utc();
+        Duration::try_from(left).ok().filter(|left| !left.is_zero())
+    }
+
     /// The item needs no more lookups in this run.
     fn decided(&mut self, item_id: i64) {
+        self.settle_until.remove(&item_id);
         self.lookup_tries.remove(&item_id);
         self.initial.remove(&item_id);
     }

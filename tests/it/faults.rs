@@ -221,7 +221,7 @@ async fn kill_nine_at_random_moments_never_sends_twice_nor_drops_one() {
     while kills < wanted_kills {
         // A quota keeps each life short of finishing, so the kills land mid-run.
         let mut cmd = support::run_against(dir.path(), &manifest, &sim.base_url());
-        cmd.args(["--max-attempts", "20", "--rate", "20/1s"]);
+        cmd.args(["--max-attempts", "20", "--rate", "20/1s", "--timeout", "3s"]);
         cmd.stdout(std::process::Stdio::null());
         let mut child = cmd.spawn().expect("spawns");
         tokio::time::sleep(Duration::from_millis(100 + next(500))).await;
@@ -236,7 +236,7 @@ async fn kill_nine_at_random_moments_never_sends_twice_nor_drops_one() {
     let mut last = None;
     for _ in 0..5 {
         let mut cmd = run_cmd(dir.path(), &manifest, &sim.base_url());
-        cmd.args(["--max-attempts", "20"]);
+        cmd.args(["--max-attempts", "20", "--timeout", "3s"]);
         let out = output(cmd).await;
         if out.status.code() == Some(0) {
             last = Some(out);
@@ -359,9 +359,56 @@ async fn a_second_signal_stops_at_once_and_resume_still_sends_each_order_once() 
     );
     sim.set_faults(Faults::default());
     let mut resume = reissuer(dir.path());
-    resume.args(["resume", "--rate", "unlimited"]);
+    resume.args(["resume", "--rate", "unlimited", "--timeout", "3s"]);
     let out = output(resume).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     support::assert_exactly_once(&sim.ledger(), 1..=20);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_uncertain_in_one_run_is_held_back_in_the_next() {
+    let sim = support::simulator(Scenario {
+        faults: Faults {
+            drop_after_commit: 1.0,
+            get_error_500: 1.0,
+            ..Faults::default()
+        },
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = support::tls_manifest(dir.path(), 1..=1);
+    let out = output(run_cmd(dir.path(), &first, &sim.base_url())).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(sim.ledger().accepted.len(), 1);
+
+    // A new manifest with the same order 1 (identical payload) and a new order 2.
+    sim.set_faults(Faults {
+        get_error_500: 1.0,
+        ..Faults::default()
+    });
+    let second = dir.path().join("second.csv");
+    let mut rows = std::fs::read_to_string(&first).expect("read");
+    rows.push_str("2,example.com,www.example.com,example.csr,2,sha256\n");
+    std::fs::write(&second, rows).expect("write");
+    let out = output(run_cmd(dir.path(), &second, &sim.base_url())).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        sim.ledger().accepted_per_order().get(&1),
+        Some(&1),
+        "order 1 was sent again while its first reissue was unaccounted for"
+    );
+
+    // Once CertCentral can be asked, the first run is decided and the second one finishes.
+    sim.set_faults(Faults::default());
+    let mut resume = reissuer(dir.path());
+    resume.args(["resume", "--run", "1", "--rate", "unlimited"]);
+    assert_eq!(output(resume).await.status.code(), Some(0));
+    let mut resume = reissuer(dir.path());
+    resume.args(["resume", "--run", "2", "--rate", "unlimited"]);
+    let out = output(resume).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    support::assert_exactly_once(&sim.ledger(), 1..=2);
     sim.shutdown().await;
 }

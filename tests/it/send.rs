@@ -283,3 +283,20 @@ async fn a_key_file_readable_by_others_is_warned_about_and_still_used() {
     support::assert_exactly_once(&sim.ledger(), [1]);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehearsal_against_another_account_skips_nothing() {
+    let rehearsal = support::simulator(Scenario::default()).await;
+    let production = support::simulator(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = support::tls_manifest(dir.path(), 1..=5);
+    for sim in [&rehearsal, &production] {
+        let cmd = support::run_against(dir.path(), &manifest, &sim.base_url());
+        let out = output(cmd).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    support::assert_exactly_once(&rehearsal.ledger(), 1..=5);
+    support::assert_exactly_once(&production.ledger(), 1..=5);
+    rehearsal.shutdown().await;
+    production.shutdown().await;
+}
