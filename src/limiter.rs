@@ -128,6 +128,39 @@ impl Limiter {
         }
     }
 
+    /// The longest quota window, the span of history that matters.
+    pub fn longest_window(&self) -> Option<Duration> {
+        self.windows
+            .try_lock()
+            .ok()
+            .and_then(|windows| windows.iter().map(|w| w.quota.window + w.margin).max())
+    }
+
+    /// Counts requests an earlier process made, `ages` ago (any order), so a resume right after
+    /// a stop does not start with empty windows.
+    pub async fn seed(&self, ages: &[Duration]) {
+        let now = Instant::now();
+        let mut starts: Vec<Instant> = ages
+            .iter()
+            .filter_map(|age| now.checked_sub(*age))
+            .collect();
+        starts.sort();
+        let mut windows = self.windows.lock().await;
+        for window in windows.iter_mut() {
+            let span = window.quota.window + window.margin;
+            for start in &starts {
+                if now.duration_since(*start) < span {
+                    window.starts.push_back(*start);
+                }
+            }
+            while window.starts.len() > window.quota.limit as usize {
+                window.starts.pop_front();
+            }
+            // Keep the log in order with what is already there.
+            window.starts.make_contiguous().sort();
+        }
+    }
+
     /// Every acquirer waits at least `wait` from now (a 429 or 503 was answered).
     pub fn pause_for(&self, wait: Duration) {
         let until = Instant::now() + wait;
@@ -226,6 +259,21 @@ mod tests {
         let again = Instant::now();
         limiter.acquire().await;
         assert!(Instant::now().duration_since(again) >= Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_of_an_earlier_process_count_against_the_window() {
+        let quota = Quota {
+            limit: 10,
+            window: Duration::from_secs(10),
+        };
+        let limiter = Limiter::new(&[quota]);
+        // Ten requests two seconds ago: the next may start only once they leave the window.
+        limiter.seed(&[Duration::from_secs(2); 10]).await;
+        let started = Instant::now();
+        limiter.acquire().await;
+        let waited = Instant::now().duration_since(started);
+        assert!(waited >= Duration::from_secs(8), "waited only {waited:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -155,6 +155,10 @@ pub(crate) async fn execute(
     run_id: i64,
     sender: Sender,
 ) -> anyhow::Result<Exit> {
+    if let Some(span) = sender.limiter.longest_window() {
+        let ages = journal.recent_request_ages(span).await?;
+        sender.limiter.seed(&ages).await;
+    }
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(on_signals(cancel.clone()));
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
