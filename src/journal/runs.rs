@@ -170,12 +170,16 @@ impl Journal {
         )
     }
 
-    /// The newest run that still has items to send or reconcile.
+    /// The newest run that still has items to send or reconcile. Pending items a newer run
+    /// has taken over do not count: that run sends those orders.
     pub async fn newest_open_run(&self) -> Result<Option<RunRow>, JournalError> {
         Ok(sqlx::query_as(
             "SELECT * FROM runs r WHERE EXISTS (
                  SELECT 1 FROM items i WHERE i.run_id = r.id
-                 AND i.state IN ('pending', 'in_flight', 'uncertain'))
+                 AND (i.state IN ('in_flight', 'uncertain')
+                      OR (i.state = 'pending' AND NOT EXISTS (
+                          SELECT 1 FROM items n WHERE n.order_id = i.order_id
+                          AND n.run_id > i.run_id AND n.state <> 'invalid'))))
              ORDER BY id DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)

@@ -300,3 +300,50 @@ async fn a_rehearsal_against_another_account_skips_nothing() {
     rehearsal.shutdown().await;
     production.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_taken_over_by_a_newer_run_is_not_sent_from_the_older_one() {
+    let sim = support::simulator(Scenario {
+        faults: reissuer::simulator::Faults {
+            latency: Duration::from_millis(300),
+            ..Default::default()
+        },
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Run 1 is stopped at once: its orders stay pending with the old CSR.
+    let old = support::tls_manifest(dir.path(), 1..=3);
+    let mut cmd = support::run_against(dir.path(), &old, &sim.base_url());
+    cmd.args(["--rate", "1/10s"]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let child = cmd.spawn().expect("spawns");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().expect("waits"))
+        .await
+        .expect("joins");
+    assert_eq!(out.status.code(), Some(3));
+    let sent_by_run_1 = sim.ledger().accepted_per_order();
+
+    // A corrected manifest (new CSR) goes out as run 2.
+    let new = support::tls_manifest(dir.path(), 1..=3);
+    let mut cmd = support::run_against(dir.path(), &new, &sim.base_url());
+    cmd.args(["--rate", "unlimited"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // A later plain resume finds nothing of run 1 to send: the stale CSRs never leave.
+    let mut resume = reissuer(dir.path());
+    resume.args(["resume", "--rate", "unlimited"]);
+    let out = output(resume).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ledger = sim.ledger();
+    for (order, count) in ledger.accepted_per_order() {
+        let expected = 1 + sent_by_run_1.get(&order).copied().unwrap_or(0);
+        assert_eq!(count, expected, "order {order}");
+    }
+    sim.shutdown().await;
+}
