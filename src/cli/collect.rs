@@ -9,7 +9,7 @@ use super::send;
 use super::{Cli, CollectArgs};
 
 pub(crate) async fn collect(cli: &Cli, args: &CollectArgs) -> anyhow::Result<Exit> {
-    let journal = send::open_journal(&cli.journal_path()).await?;
+    let journal = crate::journal::Journal::open(&cli.journal_path()).await?;
     let run = journal.run_or_newest(args.run_id).await?;
     let connection = send::Connection::new(&args.connection, Some(&run))?;
     let cancel = CancellationToken::new();

@@ -25,7 +25,7 @@ pub(crate) async fn plan_and_send(
     sender: Sender,
 ) -> anyhow::Result<Exit> {
     let journal_existed = journal_path.exists();
-    let journal = send::open_journal(journal_path).await?;
+    let journal = crate::journal::Journal::open(journal_path).await?;
     let open_before = journal.newest_open_run().await?;
     let new = NewRun {
         manifest: Some(args.manifest.manifest.display().to_string()),
@@ -251,7 +251,7 @@ fn remove_journal_files(path: &Path) {
 
 /// `resume [--run ID]`.
 pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Result<Exit> {
-    let journal = send::open_journal(&cli.journal_path()).await?;
+    let journal = crate::journal::Journal::open(&cli.journal_path()).await?;
     let run = match args.run_id {
         Some(id) => journal.run(id).await?,
         None => match journal.newest_open_run().await? {
@@ -278,7 +278,7 @@ pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Resul
 
 /// `retry [--run ID] [--all]`.
 pub(crate) async fn retry(cli: &Cli, args: &super::RetryArgs) -> anyhow::Result<Exit> {
-    let journal = send::open_journal(&cli.journal_path()).await?;
+    let journal = crate::journal::Journal::open(&cli.journal_path()).await?;
     let run = journal.run_or_newest(args.run_id).await?;
     let sender = Sender::for_run(&args.send, &run, false)?;
     let requeued = journal.requeue_failed(run.id, args.all).await?;

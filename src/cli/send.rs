@@ -3,7 +3,6 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -217,9 +216,4 @@ pub(crate) async fn on_signals(cancel: CancellationToken) {
             std::process::exit(Exit::Interrupted as i32);
         }
     }
-}
-
-/// Opens the journal for writing, or explains why not.
-pub(crate) async fn open_journal(path: &Path) -> anyhow::Result<Journal> {
-    Ok(Journal::open(path).await?)
 }

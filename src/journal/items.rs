@@ -6,6 +6,16 @@ use sqlx::{FromRow, Sqlite, Transaction};
 
 use super::{ItemState, Journal, JournalError, now_text};
 
+/// Run `?2`'s pending items become `skipped` where the identical payload for the same order
+/// already succeeded in a run against the same account (base URL); `?1` is the time.
+pub(super) const SKIP_ALREADY_SUCCEEDED: &str =
+    "UPDATE items SET state = 'skipped', updated_at = ?1
+     WHERE run_id = ?2 AND state = 'pending' AND EXISTS (
+         SELECT 1 FROM items s WHERE s.order_id = items.order_id
+         AND s.payload_digest = items.payload_digest AND s.state = 'succeeded'
+         AND s.run_id IN (SELECT id FROM runs WHERE base_url =
+             (SELECT base_url FROM runs WHERE id = ?2)))";
+
 /// An item the runner works on.
 #[derive(Debug, Clone, FromRow)]
 pub struct WorkItem {
@@ -182,18 +192,11 @@ impl Journal {
     /// Marks the run's pending items `skipped` where the identical payload for the same order
     /// already succeeded (in any run). Returns how many.
     pub async fn skip_already_succeeded(&self, run_id: i64) -> Result<u64, JournalError> {
-        let done = sqlx::query(
-            "UPDATE items SET state = 'skipped', updated_at = ?
-             WHERE run_id = ? AND state = 'pending' AND EXISTS (
-                 SELECT 1 FROM items s WHERE s.order_id = items.order_id
-                 AND s.payload_digest = items.payload_digest AND s.state = 'succeeded'
-                 AND s.run_id IN (SELECT id FROM runs WHERE base_url =
-                     (SELECT base_url FROM runs WHERE id = items.run_id)))",
-        )
-        .bind(now_text())
-        .bind(run_id)
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(SKIP_ALREADY_SUCCEEDED)
+            .bind(now_text())
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 

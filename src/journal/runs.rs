@@ -98,6 +98,8 @@ pub struct Planner {
     counts: Counts,
     /// `[order_id, line, payload, payload_digest, state, error_message]` rows not inserted yet.
     batch: Vec<serde_json::Value>,
+    /// The skip step ran and no row came after it.
+    settled: bool,
 }
 
 impl Journal {
@@ -126,6 +128,7 @@ impl Journal {
             digest,
             counts: Counts::default(),
             batch: Vec::with_capacity(PLAN_BATCH),
+            settled: false,
         })
     }
 
@@ -275,6 +278,7 @@ impl Planner {
             error_message
         ]));
         self.counts.add(state, 1);
+        self.settled = false;
         if self.batch.len() >= PLAN_BATCH {
             self.flush().await?;
         }
@@ -306,19 +310,14 @@ impl Planner {
     /// are final.
     pub async fn settle(&mut self) -> Result<&Counts, JournalError> {
         self.flush().await?;
-        if !self.force {
-            let skipped = sqlx::query(
-                "UPDATE items SET state = 'skipped'
-                 WHERE run_id = ?1 AND state = 'pending' AND EXISTS (
-                     SELECT 1 FROM items s WHERE s.order_id = items.order_id
-                     AND s.payload_digest = items.payload_digest AND s.state = 'succeeded'
-                     AND s.run_id IN (SELECT id FROM runs WHERE base_url =
-                         (SELECT base_url FROM runs WHERE id = ?1)))",
-            )
-            .bind(self.run_id)
-            .execute(&mut *self.tx)
-            .await?
-            .rows_affected();
+        if !self.force && !self.settled {
+            self.settled = true;
+            let skipped = sqlx::query(super::items::SKIP_ALREADY_SUCCEEDED)
+                .bind(now_text())
+                .bind(self.run_id)
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected();
             let skipped = i64::try_from(skipped).unwrap_or(i64::MAX);
             self.counts.add(ItemState::Pending, -skipped);
             self.counts.add(ItemState::Skipped, skipped);

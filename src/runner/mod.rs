@@ -466,6 +466,23 @@ impl<'a> Dispatcher<'a> {
                 }
             };
             match done {
+                Done::Sent {
+                    item,
+                    result,
+                    duration,
+                } => {
+                    self.requests += 1;
+                    self.after_send(item, result, duration, &mut changes, &mut follow_ups);
+                }
+                Done::Looked {
+                    item,
+                    state,
+                    verdict,
+                    record,
+                } => {
+                    self.requests += 1;
+                    self.after_lookup(item, state, verdict, record, &mut changes, &mut follow_ups);
+                }
                 Done::Withdrawn(item) => {
                     let item_id = item.id;
                     changes.push(Change::FinishAttempt {
@@ -483,35 +500,16 @@ impl<'a> Dispatcher<'a> {
                             ..Outcome::default()
                         },
                     });
-                    continue;
                 }
-                Done::NotLookedUp => continue,
-                _ => self.requests += 1,
-            }
-            match done {
-                Done::Sent {
-                    item,
-                    result,
-                    duration,
-                } => self.after_send(item, result, duration, &mut changes, &mut follow_ups),
-                Done::Looked {
-                    item,
-                    state,
-                    verdict,
-                    record,
-                } => self.after_lookup(item, state, verdict, record, &mut changes, &mut follow_ups),
-                Done::Withdrawn(_) | Done::NotLookedUp => {}
+                Done::NotLookedUp => {}
             }
         }
         self.unflushed.extend(changes);
         for (job, wait) in follow_ups {
-            match wait {
-                Some(wait) => self.delay(job, wait),
-                None if matches!(job, Job::LookUp { .. }) => self.lookups.push_back(job),
-                None => match job {
-                    Job::Send(item) => self.queue.push_front(item),
-                    lookup => self.lookups.push_back(lookup),
-                },
+            match (wait, job) {
+                (Some(wait), job) => self.delay(job, wait),
+                (None, Job::Send(item)) => self.queue.push_front(item),
+                (None, lookup) => self.lookups.push_back(lookup),
             }
         }
         Ok(())
@@ -659,10 +657,9 @@ impl<'a> Dispatcher<'a> {
                 );
                 self.decided(item_id);
             }
-            Verdict::NotFound if self.may_still_arrive(item_id).is_some() => {
+            Verdict::NotFound if let Some(wait) = self.may_still_arrive(item_id) => {
                 // The request may still be under way at CertCentral: not seeing it yet proves
                 // nothing. Look again once it must have finished; meanwhile it is uncertain.
-                let wait = self.may_still_arrive(item_id).unwrap_or_default();
                 if state == ItemState::InFlight {
                     transition(
                         ItemState::Uncertain,

@@ -148,15 +148,8 @@ async fn collect_writes_every_certificate_for_the_key_that_was_generated() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = manifest_with_keys(dir.path(), 1..=50, true);
-    let mut cmd = reissuer(dir.path());
-    cmd.args([
-        "run",
-        "orders.csv",
-        "--base-url",
-        &sim.base_url(),
-        "--rate",
-        "unlimited",
-    ]);
+    let mut cmd = support::run_against(dir.path(), Path::new("orders.csv"), &sim.base_url());
+    cmd.args(["--rate", "unlimited"]);
     assert_eq!(output(cmd).await.status.code(), Some(0));
 
     let mut cmd = reissuer(dir.path());
@@ -211,15 +204,8 @@ async fn a_collect_killed_midway_resumes_without_downloading_again() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = manifest_with_keys(dir.path(), 1..=20, true);
-    let mut cmd = reissuer(dir.path());
-    cmd.args([
-        "run",
-        "orders.csv",
-        "--base-url",
-        &sim.base_url(),
-        "--rate",
-        "unlimited",
-    ]);
+    let mut cmd = support::run_against(dir.path(), Path::new("orders.csv"), &sim.base_url());
+    cmd.args(["--rate", "unlimited"]);
     assert_eq!(output(cmd).await.status.code(), Some(0));
 
     let collect = || {

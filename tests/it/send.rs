@@ -347,3 +347,38 @@ async fn an_order_taken_over_by_a_newer_run_is_not_sent_from_the_older_one() {
     }
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_pauses_everyone_and_uses_up_no_attempts() {
+    let sim = support::simulator(Scenario {
+        faults: reissuer::simulator::Faults {
+            error_503: 1.0,
+            ..Default::default()
+        },
+        retry_after: Some(Duration::from_secs(1)),
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = support::tls_manifest(dir.path(), 1..=3);
+    let mut cmd = support::run_against(dir.path(), &manifest, &sim.base_url());
+    // One attempt each: a 503 that counted would fail the order.
+    cmd.args(["--max-attempts", "1", "--rate", "unlimited"]);
+    let running = tokio::task::spawn_blocking(move || cmd.output().expect("runs"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    sim.set_faults(reissuer::simulator::Faults::default());
+    let out = running.await.expect("joins");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ledger = sim.ledger();
+    support::assert_exactly_once(&ledger, 1..=3);
+    // Everyone waits out Retry-After between tries: at most the three orders once a second
+    // (plus the first lone request), not a storm of hundreds.
+    let throttled = ledger.count_status(503);
+    assert!((1..=12).contains(&throttled), "{throttled} answers of 503");
+    let mut report = reissuer(dir.path());
+    report.args(["report", "--format", "json"]);
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&output(report).await.stdout).expect("json");
+    assert!(rows.iter().all(|row| row["attempts"] == 1), "{rows:?}");
+    sim.shutdown().await;
+}
