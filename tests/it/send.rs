@@ -382,3 +382,23 @@ async fn throttling_pauses_everyone_and_uses_up_no_attempts() {
     assert!(rows.iter().all(|row| row["attempts"] == 1), "{rows:?}");
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_parse_as_json() {
+    let sim = support::simulator(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = support::tls_manifest(dir.path(), 1..=2);
+    let mut cmd = support::run_against(dir.path(), &manifest, &sim.base_url());
+    cmd.args(["--log-format", "json"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let logs: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+        .collect();
+    assert!(!logs.is_empty(), "{stderr}");
+    assert!(logs.iter().all(|log| log["level"].is_string()), "{stderr}");
+    sim.shutdown().await;
+}
