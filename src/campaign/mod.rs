@@ -1,5 +1,7 @@
-//! Key-rotation campaigns beyond sending: filling payloads from the live order, and collecting
-//! the issued certificates.
+//! Key-rotation campaigns beyond sending: fresh keys and CSRs, filling payloads from the live
+//! order, the DCV token export, and collecting the issued certificates.
 
 pub mod collect;
+pub mod dcv;
 pub mod fill;
+pub mod keygen;

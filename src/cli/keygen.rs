@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
+use crate::campaign::keygen::{self, KeyType};
 use crate::exit::Exit;
-use crate::keygen::{self, KeyType};
 use crate::manifest::{self, LoadOptions, Row};
 
 /// `keygen --help`: what it writes and what it promises.

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::Context;
 
-use crate::dcv::DcvRow;
+use crate::campaign::dcv::DcvRow;
 use crate::exit::Exit;
 use crate::journal::{ItemState, Journal};
 
@@ -139,8 +139,8 @@ async fn dcv_report(cli: &Cli, args: &ReportArgs) -> anyhow::Result<Exit> {
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     match args.format {
-        ReportFormat::Csv => crate::dcv::write_csv(&rows, &mut out)?,
-        ReportFormat::Json => crate::dcv::write_json(&rows, &mut out)?,
+        ReportFormat::Csv => crate::campaign::dcv::write_csv(&rows, &mut out)?,
+        ReportFormat::Json => crate::campaign::dcv::write_json(&rows, &mut out)?,
     }
     out.flush()?;
     Ok(Exit::Ok)
