@@ -17,6 +17,9 @@ pub enum Exit {
     Credentials = 4,
     /// The journal is locked by another running process.
     Locked = 5,
+    /// CertCentral could not be reached (an outage past `--give-up-after`, or a server
+    /// certificate that is not trusted); nothing was lost and unsent items are still pending.
+    Unreachable = 6,
 }
 
 impl From<Exit> for ExitCode {

@@ -29,7 +29,8 @@ mod validate;
     after_help = "The API key comes from DIGICERT_API_KEY or --api-key-file and is never written anywhere.\n\n\
 Exit codes: 0 every order succeeded or was skipped; 1 some failed, are uncertain or invalid; \
 2 usage error or invalid manifest (nothing sent); 3 interrupted by SIGINT/SIGTERM (resumable); \
-4 credentials refused (401/403); 5 the journal is locked by another process."
+4 credentials refused (401/403); 5 the journal is locked by another process; \
+6 CertCentral unreachable, or its server certificate not trusted (unsent items still pending)."
 )]
 pub struct Cli {
     #[command(subcommand)]
