@@ -90,6 +90,16 @@ pub struct SimulateArgs {
     /// Seed for every random choice (faults, jitter, DCV tokens), so runs can be repeated.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
+
+    /// Play an outage: answer every API request 500 (commit nothing, check nothing) for this
+    /// long after the server starts serving.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub all_500_for: Duration,
+
+    /// Play a network outage: hold the port but refuse every connection for this long before
+    /// serving. The base URL and the port file are written at once.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub refuse_connections_for: Duration,
 }
 
 impl SimulateArgs {
@@ -112,6 +122,7 @@ impl SimulateArgs {
                 get_error_500: self.get_fail_500,
             },
             seed: self.seed,
+            all_500_for: self.all_500_for,
         }
     }
 }
@@ -165,6 +176,9 @@ pub(crate) async fn serve(
     out: &mut impl Write,
     until: impl Future<Output = io::Result<()>>,
 ) -> anyhow::Result<()> {
+    if !args.refuse_connections_for.is_zero() {
+        return serve_late(args, out, until).await;
+    }
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -175,14 +189,47 @@ pub(crate) async fn serve(
     let handle = simulator::start(listener, args.scenario())
         .await
         .context("cannot start the simulator")?;
-    if let Some(path) = &args.port_file {
-        write_port_file(path, port)?;
-    }
-    writeln!(out, "{}", handle.base_url()).context("cannot print the base URL")?;
-    out.flush().context("cannot print the base URL")?;
+    announce(&args, out, port, &handle.base_url())?;
     let stopped = until.await;
     handle.shutdown().await;
     stopped.context("cannot wait for SIGINT/SIGTERM")
+}
+
+/// `--refuse-connections-for`: the port is held, not listening, then served.
+async fn serve_late(
+    args: SimulateArgs,
+    out: &mut impl Write,
+    until: impl Future<Output = io::Result<()>>,
+) -> anyhow::Result<()> {
+    let reserved = simulator::ReservedPort::bind(args.listen)
+        .with_context(|| format!("cannot bind {}", args.listen))?;
+    announce(&args, out, reserved.port(), &reserved.base_url())?;
+    let mut until = std::pin::pin!(until);
+    tokio::select! {
+        stopped = &mut until => return stopped.context("cannot wait for SIGINT/SIGTERM"),
+        () = tokio::time::sleep(args.refuse_connections_for) => {}
+    }
+    let handle = reserved
+        .serve(args.scenario())
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let stopped = until.await;
+    handle.shutdown().await;
+    stopped.context("cannot wait for SIGINT/SIGTERM")
+}
+
+/// Writes the port file, then prints the base URL as the first line of `out`.
+fn announce(
+    args: &SimulateArgs,
+    out: &mut impl Write,
+    port: u16,
+    base_url: &str,
+) -> anyhow::Result<()> {
+    if let Some(path) = &args.port_file {
+        write_port_file(path, port)?;
+    }
+    writeln!(out, "{base_url}").context("cannot print the base URL")?;
+    out.flush().context("cannot print the base URL")
 }
 
 /// Written beside and renamed into place, so a script polling for the file never reads half.
@@ -249,6 +296,8 @@ mod tests {
             "--latency-jitter=5ms",
             "--get-fail-500=0.01",
             "--seed=42",
+            "--all-500-for=8s",
+            "--refuse-connections-for=3s",
         ])
         .expect("valid flags");
         assert!(
@@ -276,6 +325,8 @@ mod tests {
             }
         );
         assert_eq!(scenario.seed, 42);
+        assert_eq!(scenario.all_500_for, Duration::from_secs(8));
+        assert_eq!(args.refuse_connections_for, Duration::from_secs(3));
     }
 
     #[test]
@@ -350,6 +401,38 @@ mod tests {
             String::from_utf8(out).expect("UTF-8"),
             format!("{first_line}\n")
         );
+    }
+
+    #[tokio::test]
+    async fn refuse_connections_for_announces_the_port_at_once_and_serves_after_the_outage() {
+        let args = parse(&["--refuse-connections-for=600ms"]).expect("valid flags");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (url_tx, url_rx) = tokio::sync::oneshot::channel::<(String, String)>();
+        let server = tokio::spawn(async move {
+            let mut out = Vec::new();
+            let until = async move {
+                let _ = stopped.await;
+                Ok(())
+            };
+            serve(args, &mut ProbeWriter::new(&mut out, url_tx), until).await
+        });
+        let (base_url, _port) = url_rx.await.expect("a URL was printed");
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let get = || {
+            client
+                .get(format!("{base_url}/order/certificate/5"))
+                .header("X-DC-DEVKEY", "k")
+                .send()
+        };
+        let refused = get().await.expect_err("refused during the outage");
+        assert!(refused.is_connect(), "{refused:?}");
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert_eq!(get().await.expect("served after it").status(), 200);
+        stop.send(()).expect("server waiting");
+        server.await.expect("serve task").expect("clean shutdown");
     }
 
     /// Collects output and, on the first flush, hands the first line (and the port in it) to

@@ -11,6 +11,10 @@
 //! Requests are parsed as `serde_json::Value` here, never with the client's types, so a client
 //! bug cannot hide behind a matching simulator bug.
 //!
+//! Outages: [`Scenario::all_500_for`] answers 500 to everything for a while, and a
+//! [`ReservedPort`] holds a loopback port on which connections are refused until the simulator
+//! starts serving on it.
+//!
 //! Simulated orders: every order id exists unless a [`Scenario::missing_orders`] range names it.
 //! Before any reissue an order holds an issued certificate with CN `order-<id>.example.com` and
 //! SANs `order-<id>.example.com`, `www.order-<id>.example.com`. Orders whose id is a multiple of 7
@@ -32,7 +36,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use server::{SimulatorHandle, start, start_on_loopback};
+pub use server::{ReservedPort, SimulatorHandle, start, start_on_loopback};
 
 /// How the simulated CertCentral account behaves.
 #[derive(Clone, Default)]
@@ -53,6 +57,10 @@ pub struct Scenario {
     pub faults: Faults,
     /// Seeds every random choice: faults, jitter, DCV tokens, serial numbers.
     pub seed: u64,
+    /// An outage behind the load balancer: for this long after the simulator starts, every API
+    /// request is answered 500 before its key, quotas or body are looked at, and nothing is
+    /// committed. Zero (the default) means none.
+    pub all_500_for: Duration,
 }
 
 // Written by hand so that the key never reaches a log line through `{:?}`.
@@ -67,6 +75,7 @@ impl fmt::Debug for Scenario {
             .field("issuance_delay", &self.issuance_delay)
             .field("faults", &self.faults)
             .field("seed", &self.seed)
+            .field("all_500_for", &self.all_500_for)
             .finish()
     }
 }

@@ -377,6 +377,9 @@ pub(crate) async fn handle(
     if parts.uri.path() == LEDGER_PATH {
         return Ok(ledger(&shared, &parts.method));
     }
+    if shared.clock.now_us() < duration_us(shared.scenario.all_500_for) {
+        return Ok(outage(&shared, parts, incoming).await);
+    }
     let route = Route::parse(&parts.method, parts.uri.path());
     let key_check = check_key(&shared.scenario, &parts.headers);
     // The body is read and checked before taking the lock: CSR verification is the expensive
@@ -450,6 +453,32 @@ pub(crate) async fn handle(
         exchange.record(&mut shared.lock(), response.status().as_u16());
     }
     Ok(response)
+}
+
+/// [`Scenario::all_500_for`]: a 500 from in front of the account, recorded, nothing committed.
+async fn outage(
+    shared: &Shared,
+    parts: axum::http::request::Parts,
+    incoming: Incoming,
+) -> Response<Body> {
+    // Read the body first, so a client still writing it sees the answer, not a reset.
+    let _ = axum::body::to_bytes(Body::new(incoming), MAX_BODY_BYTES).await;
+    let response = error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        vec![ApiError::new(
+            "internal_error",
+            "CertCentral is down (an outage played by the simulator).",
+        )],
+    );
+    let mut state = shared.lock();
+    let now_us = shared.clock.now_us();
+    state.record(
+        now_us,
+        parts.method.to_string(),
+        parts.uri.path().to_owned(),
+        response.status().as_u16(),
+    );
+    response
 }
 
 /// The decision, under the lock: admission, then the route.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +24,9 @@ use super::{Faults, Ledger, Scenario};
 
 /// How long [`SimulatorHandle::shutdown`] lets requests in flight finish before it cuts them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Connections the kernel queues for a [`ReservedPort`] once it listens (what `TcpListener::bind`
+/// uses too).
+const LISTEN_BACKLOG: u32 = 1024;
 /// A pause after a failed `accept` (out of file descriptors, say) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 
@@ -38,15 +41,7 @@ pub struct SimulatorHandle {
 impl SimulatorHandle {
     /// `http://127.0.0.1:PORT/services/v2`; a wildcard listen address is given as loopback.
     pub fn base_url(&self) -> String {
-        let host = match self.address.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        format!(
-            "http://{}{BASE_PATH}",
-            SocketAddr::new(host, self.address.port())
-        )
+        base_url(self.address)
     }
 
     /// A snapshot of everything committed and received so far.
@@ -74,6 +69,62 @@ impl Drop for SimulatorHandle {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// A port that is bound but not listening: every connection to it is refused (the kernel
+/// answers a SYN with a reset), as when CertCentral or the network in front of it is down. No
+/// other process can take the port meanwhile, so [`ReservedPort::serve`] later starts the
+/// simulator on the very address a client was given.
+pub struct ReservedPort {
+    socket: TcpSocket,
+    address: SocketAddr,
+}
+
+impl ReservedPort {
+    /// Binds `address` (port 0 picks a free one) without listening.
+    pub fn bind(address: SocketAddr) -> io::Result<Self> {
+        let socket = match address {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.bind(address)?;
+        let address = socket.local_addr()?;
+        Ok(Self { socket, address })
+    }
+
+    /// [`ReservedPort::bind`] on `127.0.0.1:0`.
+    pub fn loopback() -> io::Result<Self> {
+        Self::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+    }
+
+    /// The port held.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// The base URL the simulator will have once it serves here.
+    pub fn base_url(&self) -> String {
+        base_url(self.address)
+    }
+
+    /// Starts listening and serving `scenario`: from now on connections are accepted.
+    pub async fn serve(self, scenario: Scenario) -> io::Result<SimulatorHandle> {
+        let listener = self.socket.listen(LISTEN_BACKLOG)?;
+        start(listener, scenario).await
+    }
+}
+
+/// `http://HOST:PORT/services/v2`; a wildcard address is given as loopback.
+fn base_url(address: SocketAddr) -> String {
+    let host = match address.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!(
+        "http://{}{BASE_PATH}",
+        SocketAddr::new(host, address.port())
+    )
 }
 
 /// Serves `scenario` on `listener` until [`SimulatorHandle::shutdown`].

@@ -1005,6 +1005,54 @@ async fn base_url_points_at_the_listener() {
     sim.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_reserved_port_refuses_connections_until_the_simulator_serves_on_it() {
+    let reserved = ReservedPort::loopback().expect("binds");
+    let base = reserved.base_url();
+    assert_eq!(
+        base,
+        format!("http://127.0.0.1:{}/services/v2", reserved.port())
+    );
+    let refused = client()
+        .get(format!("{base}/order/certificate/1"))
+        .header("X-DC-DEVKEY", KEY)
+        .send()
+        .await
+        .expect_err("nothing listens yet");
+    assert!(refused.is_connect(), "{refused:?}");
+    let sim = reserved.serve(keyed()).await.expect("serves");
+    assert_eq!(sim.base_url(), base);
+    assert_eq!(get(&sim, "/order/certificate/1").await.status(), 200);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn during_an_all_500_outage_everything_is_answered_500_and_nothing_is_committed() {
+    let sim = simulator(Scenario {
+        all_500_for: Duration::from_millis(400),
+        ..keyed()
+    })
+    .await;
+    let csr = simple_csr("down.example.com");
+    let during = post(&sim, 1, &body(&csr, "down.example.com")).await;
+    assert_eq!(during.status(), 500);
+    // Not even the key is looked at.
+    let unkeyed = client()
+        .get(format!("{}/order/certificate/1", sim.base_url()))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(unkeyed.status(), 500);
+    assert!(sim.ledger().accepted.is_empty());
+    assert_eq!(sim.ledger().count_status(500), 2);
+
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let after = post(&sim, 1, &body(&csr, "down.example.com")).await;
+    assert_eq!(after.status(), 201);
+    assert_eq!(sim.ledger().accepted_per_order().get(&1), Some(&1));
+    sim.shutdown().await;
+}
+
 /// Throughput with no faults, as the benchmark drives it. Prints; asserts only correctness.
 /// `cargo test --release --lib simulator::tests::throughput -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
