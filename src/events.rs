@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use crate::journal::Counts;
 
-/// Why a run stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a run stopped, ordered from least to most telling: a run that has several reasons to
+/// stop reports the one that tells the operator most (a 401 that arrives after Ctrl-C says the
+/// key is refused, not merely that someone pressed Ctrl-C). A stop only ever raises it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StopReason {
     /// Nothing left that this run can send or decide.
     Finished,
@@ -16,6 +18,12 @@ pub enum StopReason {
 }
 
 impl StopReason {
+    /// The reason once `other` is also known: whichever tells more.
+    #[must_use]
+    pub fn raised(self, other: Self) -> Self {
+        self.max(other)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             StopReason::Finished => "finished",
@@ -36,4 +44,33 @@ pub enum RunnerEvent {
     Reconciling { items: usize },
     /// A signal arrived: no new sends, waiting for requests in flight.
     Stopping,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopReason::{self, *};
+
+    const ALL: [StopReason; 3] = [Finished, Interrupted, CredentialsRefused];
+
+    #[test]
+    fn credentials_refused_outranks_an_interrupt_which_outranks_finishing() {
+        assert!(Finished < Interrupted);
+        assert!(Interrupted < CredentialsRefused);
+        assert_eq!(Interrupted.raised(CredentialsRefused), CredentialsRefused);
+        assert_eq!(CredentialsRefused.raised(Interrupted), CredentialsRefused);
+    }
+
+    #[test]
+    fn raising_a_stop_never_lowers_it_whatever_the_order_of_arrival() {
+        for first in ALL {
+            for second in ALL {
+                let raised = first.raised(second);
+                assert!(
+                    raised >= first && raised >= second,
+                    "{first:?} then {second:?}"
+                );
+                assert_eq!(raised, second.raised(first), "{first:?} and {second:?}");
+            }
+        }
+    }
 }

@@ -8,7 +8,6 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::api::{ApiError, Client, Disposition, ReissueEntry, error_chain};
-use crate::journal::WorkItem;
 use crate::limiter::Limiter;
 
 /// CertCentral's clock and ours may differ; a reissue created this long before our first
@@ -42,18 +41,27 @@ pub struct LookupRecord {
     pub duration: Duration,
 }
 
-/// Looks the item up through the limiter; every GET is counted like any request.
+/// What is looked up: the order, the body that was sent, and when it was first sent.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub order_id: i64,
+    pub payload: String,
+    /// RFC 3339, as the journal wrote it.
+    pub first_sent_at: Option<String>,
+}
+
+/// Looks the target up through the limiter; every GET is counted like any request.
 pub async fn look_up(
     client: &Client,
     limiter: &Limiter,
-    item: &WorkItem,
+    target: &Target,
 ) -> (Verdict, LookupRecord) {
-    let sent_after = item
+    let sent_after = target
         .first_sent_at
         .as_deref()
         .and_then(|text| OffsetDateTime::parse(text, &Rfc3339).ok())
         .map(|at| at - CLOCK_SKEW);
-    let csr = serde_json::from_str::<serde_json::Value>(&item.payload)
+    let csr = serde_json::from_str::<serde_json::Value>(&target.payload)
         .ok()
         .and_then(|body| body["certificate"]["csr"].as_str().map(csr_body));
     limiter.acquire().await;
@@ -62,14 +70,14 @@ pub async fn look_up(
         Some(csr) => (
             "reissue_list",
             client
-                .reissue_list(item.order_id)
+                .reissue_list(target.order_id)
                 .await
                 .map(|entries| find_by_csr(&entries, &csr, sent_after)),
         ),
         None => (
             "order_info",
             client
-                .order_info(item.order_id)
+                .order_info(target.order_id)
                 .await
                 .map(|info| find_request(&info, sent_after)),
         ),

@@ -1,0 +1,171 @@
+//! The lookup table: every verdict × the states an item can be looked up in.
+
+use std::time::Duration;
+
+use super::*;
+use crate::runner::decide::FollowUp;
+use crate::runner::decide::tests::{
+    Follow, Kind, MAX_ATTEMPTS, NoteKind, Shape, expect, item, policy, shape,
+};
+
+fn record() -> LookupRecord {
+    LookupRecord {
+        kind: "reissue_list",
+        http_status: Some(200),
+        outcome: "looked".into(),
+        duration: Duration::from_millis(3),
+    }
+}
+
+fn facts() -> LookupFacts {
+    LookupFacts {
+        own_run: true,
+        paged_past: true,
+        may_still_arrive: None,
+        tries: 0,
+        stopping: false,
+        pauses: 0,
+    }
+}
+
+fn found() -> Verdict {
+    Verdict::Found {
+        request_id: None,
+        certificate_id: Some(5),
+    }
+}
+
+fn no_move(follow: Follow, effect: Kind, note: NoteKind) -> Shape {
+    Shape {
+        to: None,
+        follow,
+        effect,
+        note,
+    }
+}
+
+#[test]
+fn every_lookup_verdict_in_each_state_it_can_meet() {
+    use Follow::*;
+    use ItemState::*;
+    let settling = LookupFacts {
+        may_still_arrive: Some(Duration::from_secs(30)),
+        ..facts()
+    };
+    let last_try = LookupFacts {
+        tries: LOOKUP_TRIES - 1,
+        ..facts()
+    };
+    let not_reached = LookupFacts {
+        paged_past: false,
+        ..facts()
+    };
+    let other_run = LookupFacts {
+        own_run: false,
+        ..facts()
+    };
+    let stopping = LookupFacts {
+        stopping: true,
+        ..facts()
+    };
+    let resend = Policy {
+        resend_uncertain: true,
+        ..policy()
+    };
+    let max = i64::from(MAX_ATTEMPTS);
+    type Case = (
+        &'static str,
+        Verdict,
+        ItemState,
+        i64,
+        LookupFacts,
+        Policy,
+        Shape,
+    );
+    let (none, pause, stop) = (Kind::None, Kind::Pause, Kind::StopCredentials);
+    let (nothing, settles, tried, decided) = (
+        NoteKind::Nothing,
+        NoteKind::Settling,
+        NoteKind::Tried,
+        NoteKind::Decided,
+    );
+    let undecided = || Verdict::Undecided("HTTP 500".into());
+    let p = policy;
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        ("found", found(), InFlight, 1, facts(), p(), expect(Succeeded, Nothing, none, decided)),
+        ("found", found(), Uncertain, max, facts(), p(), expect(Succeeded, Nothing, none, decided)),
+        ("not found, may still arrive", Verdict::NotFound, InFlight, 1, settling, p(), expect(Uncertain, LookUpLater, none, settles)),
+        ("not found, may still arrive", Verdict::NotFound, Uncertain, 1, settling, p(), no_move(LookUpLater, none, settles)),
+        ("not found", Verdict::NotFound, InFlight, 1, facts(), p(), expect(Pending, SendLater, none, decided)),
+        ("not found", Verdict::NotFound, Uncertain, 1, facts(), p(), expect(Pending, SendLater, none, decided)),
+        // An in_flight mark may be a send that never left: that does not use up the budget.
+        ("not found, budget spent", Verdict::NotFound, InFlight, max, facts(), p(), expect(Pending, SendLater, none, decided)),
+        ("not found, budget spent", Verdict::NotFound, Uncertain, max, facts(), p(), expect(Failed, Nothing, none, decided)),
+        ("not found, pages not there yet", Verdict::NotFound, Uncertain, 1, not_reached, p(), expect(Pending, Nothing, none, decided)),
+        ("not found, other run", Verdict::NotFound, InFlight, 1, other_run, p(), expect(Pending, Nothing, none, decided)),
+        ("throttled", Verdict::Throttled(None), InFlight, 1, facts(), p(), no_move(LookUpNow, pause, nothing)),
+        ("throttled", Verdict::Throttled(Some(Duration::from_secs(2))), Uncertain, 1, facts(), p(), no_move(LookUpNow, pause, nothing)),
+        ("credentials", Verdict::Credentials, InFlight, 1, facts(), p(), no_move(Nothing, stop, decided)),
+        ("credentials", Verdict::Credentials, Uncertain, 1, facts(), p(), no_move(Nothing, stop, decided)),
+        ("undecided", undecided(), InFlight, 1, facts(), p(), expect(Uncertain, LookUpLater, none, tried)),
+        ("undecided", undecided(), Uncertain, 1, facts(), p(), no_move(LookUpLater, none, tried)),
+        ("undecided, last try", undecided(), InFlight, 1, last_try, p(), expect(Uncertain, Nothing, none, decided)),
+        ("undecided, last try", undecided(), Uncertain, 1, last_try, p(), no_move(Nothing, none, decided)),
+        ("undecided, stopping", undecided(), Uncertain, 1, stopping, p(), no_move(Nothing, none, decided)),
+        ("undecided, last try, --resend-uncertain", undecided(), Uncertain, 1, last_try, resend.clone(), expect(Pending, SendNow, none, decided)),
+        ("undecided, last try, --resend-uncertain", undecided(), InFlight, 1, last_try, resend.clone(), expect(Pending, SendNow, none, decided)),
+        ("undecided, last try, --resend-uncertain, other run", undecided(), Uncertain, 1, LookupFacts { own_run: false, ..last_try }, resend, no_move(Nothing, none, decided)),
+    ];
+    for (name, verdict, state, attempts, facts, policy, expected) in cases {
+        let decision = after_lookup(item(attempts), state, verdict, record(), &facts, &policy);
+        assert_eq!(
+            shape(&decision),
+            expected,
+            "{name}, {state}, attempt {attempts}"
+        );
+        assert!(
+            matches!(
+                decision.changes.first(),
+                Some(Change::Lookup { item_id: 42, .. })
+            ),
+            "{name}: the lookup is recorded first"
+        );
+        let mut at = state;
+        for change in &decision.changes {
+            if let Change::Transition { from, to, .. } = change {
+                assert_eq!(
+                    *from, at,
+                    "{name}: transitions chain from the state in hand"
+                );
+                assert!(from.can_become(*to), "{name}: {from} cannot become {to}");
+                at = *to;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_reissue_that_may_still_arrive_is_looked_up_again_when_it_must_have_ended() {
+    let facts = LookupFacts {
+        may_still_arrive: Some(Duration::from_secs(42)),
+        ..facts()
+    };
+    let decision = after_lookup(
+        item(1),
+        ItemState::Uncertain,
+        Verdict::NotFound,
+        record(),
+        &facts,
+        &policy(),
+    );
+    let Some(FollowUp {
+        job: Job::LookUp { state, .. },
+        after,
+    }) = decision.follow_up
+    else {
+        panic!("not looked up again");
+    };
+    assert_eq!(state, ItemState::Uncertain);
+    assert_eq!(after, Some(Duration::from_secs(42)));
+}
