@@ -83,6 +83,16 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
     pub latency_jitter: Duration,
 
+    /// A reissue waits this long at the server before it is processed (key check, quota, fault
+    /// draw, commit) — and is processed even if the client has given up meanwhile, like a
+    /// CertCentral slower than the client's --timeout.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub commit_delay: Duration,
+
+    /// Plus a uniform random extra delay before processing of up to this much.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub commit_delay_jitter: Duration,
+
     /// Probability that a GET (order info, reissue list, status changes, download) gets 500.
     #[arg(long = "get-fail-500", value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
     pub get_fail_500: f64,
@@ -112,6 +122,8 @@ impl SimulateArgs {
             missing_orders: self.missing_orders.clone(),
             needs_approval_orders: self.needs_approval.clone(),
             issuance_delay: self.issuance_delay,
+            commit_delay: self.commit_delay,
+            commit_delay_jitter: self.commit_delay_jitter,
             faults: Faults {
                 error_500: self.fail_500,
                 error_500_after_commit: self.fail_500_after_commit,

@@ -55,6 +55,12 @@ pub struct Scenario {
     pub issuance_delay: Duration,
     /// Faults at start; [`SimulatorHandle::set_faults`] changes them while running.
     pub faults: Faults,
+    /// A reissue POST waits this long after it arrived before it is processed (key check,
+    /// quotas, fault draw, commit), and is processed even if its client has gone meanwhile: a
+    /// CertCentral slower than the client's timeout. Its ledger time is when it was processed.
+    pub commit_delay: Duration,
+    /// Plus a uniform random `0..=commit_delay_jitter`.
+    pub commit_delay_jitter: Duration,
     /// Seeds every random choice: faults, jitter, DCV tokens, serial numbers.
     pub seed: u64,
     /// An outage behind the load balancer: for this long after the simulator starts, every API
@@ -74,6 +80,8 @@ impl fmt::Debug for Scenario {
             .field("needs_approval_orders", &self.needs_approval_orders)
             .field("issuance_delay", &self.issuance_delay)
             .field("faults", &self.faults)
+            .field("commit_delay", &self.commit_delay)
+            .field("commit_delay_jitter", &self.commit_delay_jitter)
             .field("seed", &self.seed)
             .field("all_500_for", &self.all_500_for)
             .finish()

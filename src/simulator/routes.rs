@@ -400,27 +400,45 @@ pub(crate) async fn handle(
         received_us: 0,
         line: Some((parts.method.to_string(), parts.uri.path().to_owned())),
     };
-    let (outcome, latency) = {
-        let mut state = shared.lock();
-        let now_us = shared.clock.now_us();
-        exchange.received_us = now_us;
-        let latency = state.latency();
-        let outcome = decide(
+    let query = parts.uri.query().map(str::to_owned);
+    let commit_delay = match route {
+        Route::Reissue { .. } => shared.lock().jittered(
+            shared.scenario.commit_delay,
+            shared.scenario.commit_delay_jitter,
+        ),
+        _ => Duration::ZERO,
+    };
+    let (mut exchange, outcome, latency) = if commit_delay.is_zero() {
+        let (outcome, latency) = process(
             &shared,
-            &mut state,
-            now_us,
+            &mut exchange,
             key_check,
             route,
-            parts.uri.query(),
+            query.as_deref(),
             validated,
+            true,
         );
-        // Fast path: with no latency to inject, the answer is as good as sent.
-        if let Outcome::Answer(response) = &outcome
-            && latency.is_zero()
-        {
-            exchange.record(&mut state, response.status().as_u16());
+        (exchange, outcome, latency)
+    } else {
+        // A task of its own: the work goes on when the client leaves and drops this handler.
+        let shared = Arc::clone(&shared);
+        let processed = tokio::spawn(async move {
+            tokio::time::sleep(commit_delay).await;
+            let (outcome, latency) = process(
+                &shared,
+                &mut exchange,
+                key_check,
+                route,
+                query.as_deref(),
+                validated,
+                false,
+            );
+            (exchange, outcome, latency)
+        });
+        match processed.await {
+            Ok(processed) => processed,
+            Err(_) => return Ok(internal_error()),
         }
-        (outcome, latency)
     };
 
     let response = match outcome {
@@ -481,6 +499,35 @@ async fn outage(
     response
 }
 
+/// The critical section of one request: the decision under the lock, the ledger's time for it,
+/// and how long to hold its answer back. `answer_now`: with no latency, the answer is recorded
+/// as sent at once (not when the client may already have gone).
+fn process(
+    shared: &Shared,
+    exchange: &mut Exchange,
+    key_check: Result<(), KeyRefusal>,
+    route: Route,
+    query: Option<&str>,
+    validated: Option<Result<ValidReissue, Vec<ApiError>>>,
+    answer_now: bool,
+) -> (Outcome, Duration) {
+    let mut state = shared.lock();
+    let now_us = shared.clock.now_us();
+    exchange.received_us = now_us;
+    let latency = state.latency();
+    let outcome = decide(
+        shared, &mut state, now_us, key_check, route, query, validated,
+    );
+    // Fast path: with no latency to inject, the answer is as good as sent.
+    if let Outcome::Answer(response) = &outcome
+        && latency.is_zero()
+        && answer_now
+    {
+        exchange.record(&mut state, response.status().as_u16());
+    }
+    (outcome, latency)
+}
+
 /// The decision, under the lock: admission, then the route.
 fn decide(
     shared: &Shared,
@@ -493,6 +540,9 @@ fn decide(
 ) -> Outcome {
     if let Err(refused) = key_check {
         return Outcome::Answer(refused.response());
+    }
+    if state.key_revoked {
+        return Outcome::Answer(KeyRefusal::Wrong.response());
     }
     if !state.admit(now_us) {
         return Outcome::Answer(busy(

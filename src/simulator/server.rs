@@ -54,6 +54,12 @@ impl SimulatorHandle {
         self.shared.lock().faults = faults;
     }
 
+    /// Revokes the key: every API request processed from now on (including reissues that
+    /// arrived earlier and wait out the commit delay) is refused with 403.
+    pub fn revoke_key(&self) {
+        self.shared.lock().key_revoked = true;
+    }
+
     /// Stops accepting, lets open requests finish (at most a few seconds), and waits for the
     /// server task.
     pub async fn shutdown(mut self) {

@@ -223,6 +223,8 @@ impl LeafJob {
 
 pub(crate) struct State {
     pub faults: Faults,
+    /// Every API request processed from now on is refused with 403.
+    pub key_revoked: bool,
     pub ledger: Ledger,
     rng: StdRng,
     seed: u64,
@@ -240,6 +242,7 @@ impl State {
     fn new(scenario: &Scenario) -> Self {
         Self {
             faults: scenario.faults.clone(),
+            key_revoked: false,
             ledger: Ledger::default(),
             rng: StdRng::seed_from_u64(scenario.seed),
             seed: scenario.seed,
@@ -298,13 +301,18 @@ impl State {
 
     /// How long to hold this answer back: latency plus uniform jitter.
     pub(crate) fn latency(&mut self) -> Duration {
-        let jitter = duration_us(self.faults.latency_jitter);
+        self.jittered(self.faults.latency, self.faults.latency_jitter)
+    }
+
+    /// `base` plus a uniform random `0..=jitter`.
+    pub(crate) fn jittered(&mut self, base: Duration, jitter: Duration) -> Duration {
+        let jitter = duration_us(jitter);
         let extra = if jitter == 0 {
             0
         } else {
             self.rng.random_range(0..=jitter)
         };
-        self.faults.latency + Duration::from_micros(extra)
+        base + Duration::from_micros(extra)
     }
 
     fn dcv_token(&mut self) -> String {

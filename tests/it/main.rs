@@ -4,4 +4,5 @@ mod faults;
 mod keygen;
 mod manifest;
 mod send;
+mod stops;
 mod support;
