@@ -35,6 +35,7 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
                     "base_url": run.base_url,
                     "options": serde_json::from_str::<serde_json::Value>(&run.options).unwrap_or_default(),
                     "last_stop": run.last_stop,
+                    "unreachable_since": run.unreachable_since,
                     "finished": counts.open() == 0,
                     "total": counts.total(),
                     "collection": collection,
@@ -73,6 +74,12 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
                 run.manifest.as_deref().unwrap_or("-"),
                 run.base_url
             )?;
+            if let Some(since) = &run.unreachable_since {
+                writeln!(
+                    out,
+                    "         CertCentral unreachable since {since}: paused, or stopped by the outage (resume continues)"
+                )?;
+            }
             if collection.downloaded + collection.issued > 0 {
                 writeln!(
                     out,

@@ -30,6 +30,8 @@ pub struct RunRow {
     pub options: String,
     pub last_stop: Option<String>,
     pub updated_at: String,
+    /// Since when CertCentral has been unreachable for this run, while it is (RFC 3339).
+    pub unreachable_since: Option<String>,
 }
 
 /// Items per state for one run.
@@ -210,6 +212,22 @@ impl Journal {
     pub async fn set_last_stop(&self, run_id: i64, reason: &str) -> Result<(), JournalError> {
         sqlx::query("UPDATE runs SET last_stop = ?, updated_at = ? WHERE id = ?")
             .bind(reason)
+            .bind(now_text())
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that CertCentral has been unreachable since `since` (RFC 3339), or with `None`
+    /// that it answers again.
+    pub async fn set_unreachable_since(
+        &self,
+        run_id: i64,
+        since: Option<&str>,
+    ) -> Result<(), JournalError> {
+        sqlx::query("UPDATE runs SET unreachable_since = ?, updated_at = ? WHERE id = ?")
+            .bind(since)
             .bind(now_text())
             .bind(run_id)
             .execute(&self.pool)
