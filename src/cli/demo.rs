@@ -147,5 +147,6 @@ fn demo_send_args() -> SendArgs {
         max_attempts: 5,
         yes: true,
         resend_uncertain: false,
+        give_up_after: Duration::from_secs(60),
     }
 }

@@ -148,6 +148,12 @@ pub struct SendArgs {
     /// Send items whose outcome could not be decided by reconciliation (may send twice).
     #[arg(long)]
     pub resend_uncertain: bool,
+
+    /// When CertCentral cannot be reached (or answers only 5xx), every worker pauses and one
+    /// probe at a time checks with a growing interval; no order spends attempts on it. If the
+    /// outage lasts longer than this, the run stops with unsent orders pending and exits 6.
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration_arg)]
+    pub give_up_after: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -35,6 +35,7 @@ pub(crate) async fn plan_and_send(
             "rates": args.send.connection.rates,
             "max_attempts": args.send.max_attempts,
             "timeout": crate::config::format_duration(args.send.connection.timeout),
+            "give_up_after": crate::config::format_duration(args.send.give_up_after),
             "force": args.force,
             "skip_invalid": args.skip_invalid,
             "fill_from_order": args.fill_from_order,
