@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use time::OffsetDateTime;
+
 use crate::journal::Counts;
 
 /// Why a run stopped, ordered from least to most telling: a run that has several reasons to
@@ -13,6 +15,11 @@ pub enum StopReason {
     Finished,
     /// SIGINT/SIGTERM: nothing new was sent after it.
     Interrupted,
+    /// CertCentral stayed unreachable longer than `--give-up-after`. Outranks an interrupt (the
+    /// operator knows they pressed Ctrl-C, not that CertCentral was down), and is outranked by
+    /// a refused key (CertCentral answered after all, and resuming is no use until the key is
+    /// fixed).
+    Unreachable,
     /// CertCentral refused the key (401/403).
     CredentialsRefused,
 }
@@ -28,6 +35,7 @@ impl StopReason {
         match self {
             StopReason::Finished => "finished",
             StopReason::Interrupted => "interrupted",
+            StopReason::Unreachable => "CertCentral unreachable",
             StopReason::CredentialsRefused => "credentials refused",
         }
     }
@@ -44,18 +52,35 @@ pub enum RunnerEvent {
     Reconciling { items: usize },
     /// A signal arrived: no new sends, waiting for requests in flight.
     Stopping,
+    /// CertCentral cannot be reached (or answers only 5xx): every worker is paused. Sent when the
+    /// outage begins and after each probe that fails.
+    Unreachable {
+        /// When the outage began.
+        since: OffsetDateTime,
+        /// The last failure, in a few words.
+        cause: String,
+        /// When the next probe goes out, from now.
+        next_probe_in: Duration,
+    },
+    /// CertCentral answers again after an outage this long; sending resumes.
+    Reachable { lasted: Duration },
+    /// The outage that began at `since` lasted longer than `--give-up-after`: the run stops.
+    GivingUp { since: OffsetDateTime },
 }
 
 #[cfg(test)]
 mod tests {
     use super::StopReason::{self, *};
 
-    const ALL: [StopReason; 3] = [Finished, Interrupted, CredentialsRefused];
+    const ALL: [StopReason; 4] = [Finished, Interrupted, Unreachable, CredentialsRefused];
 
     #[test]
     fn credentials_refused_outranks_an_interrupt_which_outranks_finishing() {
         assert!(Finished < Interrupted);
         assert!(Interrupted < CredentialsRefused);
+        assert!(Interrupted < Unreachable && Unreachable < CredentialsRefused);
+        assert_eq!(Interrupted.raised(Unreachable), Unreachable);
+        assert_eq!(Unreachable.raised(CredentialsRefused), CredentialsRefused);
         assert_eq!(Interrupted.raised(CredentialsRefused), CredentialsRefused);
         assert_eq!(CredentialsRefused.raised(Interrupted), CredentialsRefused);
     }

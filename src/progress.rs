@@ -40,6 +40,8 @@ async fn render(mut events: UnboundedReceiver<RunnerEvent>, span: &tracing::Span
     let started = Instant::now();
     let mut last_log = Instant::now();
     let mut latest: Option<(Counts, u64)> = None;
+    // After giving up on an outage, the stop is not a signal's.
+    let mut gave_up = false;
     while let Some(event) = events.recv().await {
         match event {
             RunnerEvent::Progress { counts, requests } => {
@@ -65,6 +67,41 @@ async fn render(mut events: UnboundedReceiver<RunnerEvent>, span: &tracing::Span
                     "looking up {items} item(s) whose outcome is unknown before sending anything"
                 );
             }
+            RunnerEvent::Unreachable {
+                since,
+                cause,
+                next_probe_in,
+            } => {
+                let lasted = (time::OffsetDateTime::now_utc() - since).unsigned_abs();
+                tracing::warn!(
+                    "CertCentral unreachable since {} (for {}): {cause}; every worker paused, next probe in {:.1}s",
+                    clock_time(since),
+                    format_duration(whole_seconds(lasted)),
+                    next_probe_in.as_secs_f64()
+                );
+                if terminal {
+                    span.pb_set_message(&format!(
+                        "paused: CertCentral unreachable since {}",
+                        clock_time(since)
+                    ));
+                }
+            }
+            RunnerEvent::Reachable { lasted } => {
+                tracing::info!(
+                    "CertCentral answers again after {}; sending resumes",
+                    format_duration(whole_seconds(lasted))
+                );
+            }
+            RunnerEvent::GivingUp { since } => {
+                gave_up = true;
+                tracing::warn!(
+                    "CertCentral unreachable since {}, longer than --give-up-after: stopping; unsent orders stay pending",
+                    clock_time(since)
+                );
+            }
+            RunnerEvent::Stopping if gave_up => {
+                tracing::warn!("stopping: no new requests; waiting for those in flight");
+            }
             RunnerEvent::Stopping => {
                 tracing::warn!(
                     "stopping: no new requests; waiting for those in flight (a second signal stops at once)"
@@ -75,6 +112,19 @@ async fn render(mut events: UnboundedReceiver<RunnerEvent>, span: &tracing::Span
     if !terminal && let Some((counts, requests)) = latest {
         log_line(&counts, requests, started.elapsed());
     }
+}
+
+/// `2026-12-02 17:09:44 UTC`.
+fn clock_time(at: time::OffsetDateTime) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&format)
+        .unwrap_or_else(|_| at.to_string())
+}
+
+fn whole_seconds(duration: Duration) -> Duration {
+    Duration::from_secs(duration.as_secs())
 }
 
 fn log_line(counts: &Counts, requests: u64, elapsed: Duration) {
@@ -100,6 +150,12 @@ pub fn summary(run_id: i64, summary: &RunSummary, journal: &std::path::Path) -> 
         summary.requests as f64 / secs,
         journal.display(),
     );
+    if let Some(since) = summary.unreachable_since {
+        text.push_str(&format!(
+            "  CertCentral unreachable since {}; nothing lost: every unsent order is still pending\n",
+            clock_time(since)
+        ));
+    }
     let troubled = counts.get(ItemState::Failed)
         + counts.get(ItemState::Uncertain)
         + counts.get(ItemState::Invalid);

@@ -18,8 +18,9 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// What the runner does about an error. The runner matches on this alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
-    /// Not received by CertCentral: send again after a backoff.
-    Retry,
+    /// The request never left: CertCentral (or the way to it) is down. The whole runner pauses
+    /// for the outage and sends it again; no attempt is charged.
+    Unreachable,
     /// Throttled (429/503): every worker waits (for `Retry-After` when given); not charged.
     Pause(Option<Duration>),
     /// It may have arrived: find out before sending again.
@@ -28,6 +29,19 @@ pub enum Disposition {
     Fail,
     /// The key is wrong or lacks permission: stop everything.
     StopCredentials,
+}
+
+/// What an error says about CertCentral as a whole, apart from the order it concerned: how the
+/// runner tells an outage from one order's trouble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// CertCentral answered (a 4xx, a 429/503 throttle, an unreadable 2xx): it is there.
+    Answered,
+    /// A 5xx, or no answer after the request left: this order's trouble, or everyone's.
+    Failed,
+    /// The request never left: the connection was refused or failed, the name did not
+    /// resolve, or the TLS handshake failed.
+    Unreachable,
 }
 
 /// A request that did not end in a 2xx answer.
@@ -40,7 +54,8 @@ pub enum ApiError {
         errors: Vec<ServiceError>,
         retry_after: Option<Duration>,
     },
-    /// The connection could not be made; the request never left.
+    /// The connection could not be made (refused, reset or timed out while connecting, DNS,
+    /// proxy tunnel, TLS handshake); the request never left.
     #[error("cannot connect to CertCentral")]
     NotSent(#[source] reqwest::Error),
     /// The request may have been received, but no answer came.
@@ -84,9 +99,43 @@ impl ApiError {
                 500..=599 => Disposition::Reconcile,
                 _ => Disposition::Fail,
             },
-            ApiError::NotSent(_) => Disposition::Retry,
+            ApiError::NotSent(_) => Disposition::Unreachable,
             ApiError::NoAnswer { .. } | ApiError::Decode(_) => Disposition::Reconcile,
             ApiError::Setup(_) => Disposition::Fail,
+        }
+    }
+
+    /// What this error says about CertCentral as a whole (for any request, GET or POST).
+    pub fn reach(&self) -> Reach {
+        match self {
+            ApiError::Status { status, .. } => match *status {
+                429 | 503 => Reach::Answered,
+                500..=599 => Reach::Failed,
+                _ => Reach::Answered,
+            },
+            ApiError::NotSent(_) => Reach::Unreachable,
+            ApiError::NoAnswer { .. } => Reach::Failed,
+            ApiError::Decode(_) | ApiError::Setup(_) => Reach::Answered,
+        }
+    }
+
+    /// The error in a few words, for a log line: the status, or the innermost cause of a
+    /// transport failure ("Connection refused (os error 111)").
+    pub fn brief(&self) -> String {
+        match self {
+            ApiError::Status { status, .. } => format!("HTTP {status}"),
+            ApiError::NotSent(source) | ApiError::NoAnswer { source, .. } => {
+                let mut cause: &dyn std::error::Error = source;
+                while let Some(inner) = cause.source() {
+                    cause = inner;
+                }
+                if std::ptr::addr_eq(cause, source as &dyn std::error::Error) {
+                    self.to_string()
+                } else {
+                    format!("{self}: {cause}")
+                }
+            }
+            other => other.to_string(),
         }
     }
 
@@ -180,7 +229,9 @@ impl Client {
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            // Shorter than the whole request's timeout, so that a connection that cannot be
+            // made is reported as such (nothing sent) rather than as a request timeout.
+            .connect_timeout((timeout / 2).min(Duration::from_secs(10)))
             .pool_max_idle_per_host(connections)
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
@@ -277,6 +328,15 @@ impl Client {
     }
 }
 
+/// Sorts a transport failure by whether the request can have reached CertCentral.
+///
+/// Only reqwest's `is_connect()` proves that nothing left: it marks errors of the connector
+/// (hyper-util's `Connect` kind), which runs name resolution, the TCP connect, a proxy's CONNECT
+/// tunnel and the TLS handshake, all before a byte of the request is written. (A request that
+/// hyper found unsent on a reused connection is retried by hyper-util on a new one, so a failure
+/// that surfaces here comes from that new connection's connector.) Every other failure — a reset,
+/// a close or a timeout once the connection stood — may have come after the request was
+/// written, so it is `NoAnswer` and the runner reconciles before sending again.
 fn transport_error(err: reqwest::Error) -> ApiError {
     if err.is_connect() {
         ApiError::NotSent(err)
@@ -332,6 +392,86 @@ mod tests {
         for (code, expected) in table {
             assert_eq!(status(*code).disposition(), *expected, "HTTP {code}");
         }
+    }
+
+    #[test]
+    fn only_5xx_failures_other_than_503_say_something_may_be_wrong_with_all_of_certcentral() {
+        for code in [400, 401, 403, 404, 409, 422, 429, 503] {
+            assert_eq!(status(code).reach(), Reach::Answered, "HTTP {code}");
+        }
+        for code in [500, 502, 504] {
+            assert_eq!(status(code).reach(), Reach::Failed, "HTTP {code}");
+        }
+    }
+
+    fn client_for(base_url: &str) -> Client {
+        let key = ApiKey::new("k").expect("a key");
+        Client::new(base_url, &key, Duration::from_secs(5), 1).expect("a client")
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_not_sent_and_means_unreachable() {
+        let reserved = crate::simulator::ReservedPort::loopback().expect("a port");
+        let err = client_for(&reserved.base_url())
+            .reissue(1, "{}".into())
+            .await
+            .expect_err("nothing listens");
+        assert!(matches!(err, ApiError::NotSent(_)), "{err:?}");
+        assert_eq!(err.disposition(), Disposition::Unreachable);
+        assert_eq!(err.reach(), Reach::Unreachable);
+        assert!(err.brief().contains("refused"), "{}", err.brief());
+    }
+
+    #[tokio::test]
+    async fn a_failed_tls_handshake_is_not_sent() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let port = listener.local_addr().expect("address").port();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accepts");
+            // Not a TLS server: answers the ClientHello with plain text.
+            let _ =
+                tokio::io::AsyncWriteExt::write_all(&mut stream, b"HTTP/1.1 400 Bad\r\n\r\n").await;
+        });
+        let err = client_for(&format!("https://127.0.0.1:{port}/services/v2"))
+            .reissue(1, "{}".into())
+            .await
+            .expect_err("no TLS there");
+        assert!(matches!(err, ApiError::NotSent(_)), "{err:?}");
+        assert_eq!(err.reach(), Reach::Unreachable);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_after_the_request_was_written_may_have_arrived() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let port = listener.local_addr().expect("address").port();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accepts");
+            let mut request = vec![0u8; 4096];
+            // Read the request, then hang up without an answer.
+            let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut request).await;
+        });
+        let err = client_for(&format!("http://127.0.0.1:{port}/services/v2"))
+            .reissue(1, "{}".into())
+            .await
+            .expect_err("no answer");
+        assert!(
+            matches!(
+                err,
+                ApiError::NoAnswer {
+                    timed_out: false,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(err.disposition(), Disposition::Reconcile);
+        assert_eq!(err.reach(), Reach::Failed);
+        server.await.expect("server task");
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
             force: false,
             drain_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
+            give_up_after: Duration::from_secs(60),
         },
     };
     let run_args = RunArgs {

@@ -91,6 +91,7 @@ impl Sender {
                 force,
                 drain_timeout: DRAIN_TIMEOUT,
                 request_timeout: connection.timeout,
+                give_up_after: args.give_up_after,
             },
         })
     }
@@ -183,6 +184,7 @@ fn exit_for(summary: &runner::RunSummary) -> Exit {
     let counts = &summary.counts;
     match summary.stop {
         StopReason::CredentialsRefused => Exit::Credentials,
+        StopReason::Unreachable => Exit::Unreachable,
         StopReason::Interrupted => Exit::Interrupted,
         StopReason::Finished
             if counts.get(ItemState::Succeeded) + counts.get(ItemState::Skipped)

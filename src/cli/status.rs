@@ -75,10 +75,7 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
                 run.base_url
             )?;
             if let Some(since) = &run.unreachable_since {
-                writeln!(
-                    out,
-                    "         CertCentral unreachable since {since}: paused, or stopped by the outage (resume continues)"
-                )?;
+                writeln!(out, "         CertCentral unreachable since {since}")?;
             }
             if collection.downloaded + collection.issued > 0 {
                 writeln!(

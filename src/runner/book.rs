@@ -34,6 +34,8 @@ pub(crate) struct Book {
     tries: HashMap<i64, u32>,
     /// Until when a request of the item may still take effect at CertCentral.
     may_arrive_until: HashMap<i64, OffsetDateTime>,
+    /// Items whose last attempt was charged before it turned out to belong to an outage.
+    refunds: HashSet<i64>,
 }
 
 impl Book {
@@ -68,6 +70,16 @@ impl Book {
         Duration::try_from(left).ok().filter(|left| !left.is_zero())
     }
 
+    /// The item's last attempt failed as part of an outage that was recognized only later: it
+    /// is given back if the item goes back to pending.
+    pub(crate) fn owe_refund(&mut self, item_id: i64) {
+        self.refunds.insert(item_id);
+    }
+
+    pub(crate) fn owes_refund(&self, item_id: i64) -> bool {
+        self.refunds.contains(&item_id)
+    }
+
     pub(crate) fn note(&mut self, item_id: i64, note: Note) {
         match note {
             Note::Nothing => {}
@@ -81,6 +93,7 @@ impl Book {
                 self.tries.insert(item_id, tries);
             }
             Note::Decided => {
+                self.refunds.remove(&item_id);
                 self.may_arrive_until.remove(&item_id);
                 self.tries.remove(&item_id);
                 self.initial.remove(&item_id);
@@ -137,6 +150,17 @@ mod tests {
         assert_eq!(book.may_still_arrive(3, at(10)), None);
         assert_eq!(book.may_still_arrive(3, at(11)), None);
         assert_eq!(book.may_still_arrive(4, at(0)), None);
+    }
+
+    #[test]
+    fn a_refund_is_owed_until_the_item_is_decided() {
+        let mut book = Book::default();
+        book.owe_refund(5);
+        book.note(5, Note::Tried(1));
+        assert!(book.owes_refund(5));
+        assert!(!book.owes_refund(6));
+        book.note(5, Note::Decided);
+        assert!(!book.owes_refund(5));
     }
 
     #[test]

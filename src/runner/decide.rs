@@ -13,7 +13,7 @@ pub(crate) use lookup::{LookupFacts, after_lookup};
 
 use super::book::Note;
 use super::schedule::Job;
-use super::worker::{pause_backoff, retry_backoff};
+use super::worker::pause_backoff;
 use crate::api::{ApiError, Disposition, Reissued};
 use crate::events::StopReason;
 use crate::journal::{Change, ItemState, Outcome, WorkItem};
@@ -141,16 +141,27 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// After a reissue POST of `item` (its `attempts` counting this one) ended with `answer`.
-/// `pauses`: throttling pauses in a row so far; `now`: when the answer came.
+/// What the run knows about CertCentral when a send's answer comes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SendFacts {
+    /// Throttling pauses in a row so far.
+    pub pauses: u32,
+    /// CertCentral is taken to be down (this answer included): a failure that may be its doing
+    /// is not charged to the item.
+    pub outage: bool,
+}
+
+/// After a reissue POST of `item` (its `attempts` counting this one) ended with `answer`;
+/// `now`: when the answer came.
 pub(crate) fn after_send(
     item: WorkItem,
     answer: Answer,
     duration: Duration,
     policy: &Policy,
-    pauses: u32,
+    facts: SendFacts,
     now: OffsetDateTime,
 ) -> Decision {
+    let SendFacts { pauses, outage } = facts;
     let item_id = item.id;
     let (http_status, text) = match &answer {
         Answer::Accepted(reissued) => (Some(reissued.status), "accepted".to_owned()),
@@ -206,17 +217,22 @@ pub(crate) fn after_send(
                 .with(Effect::Pause(wait))
                 .then(Job::Send(item), None)
         }
-        Disposition::Retry if item.attempts < i64::from(policy.max_attempts) => {
-            to(ItemState::Pending, recorded(None, false));
-            let wait = retry_backoff(item.attempts);
-            Decision::new(changes).then(Job::Send(item), Some(wait))
-        }
-        Disposition::Retry => {
-            to(ItemState::Failed, recorded(Some("transient"), false));
-            Decision::new(changes)
+        Disposition::Unreachable => {
+            // It never left: CertCentral's outage, not the order's failure. The run pauses (the
+            // breaker) and sends it again when CertCentral answers; the attempt is not charged.
+            to(ItemState::Pending, recorded(None, true));
+            let item = WorkItem {
+                attempts: item.attempts - 1,
+                ..item
+            };
+            Decision::new(changes).then(Job::Send(item), None)
         }
         Disposition::Reconcile => {
-            to(ItemState::Uncertain, recorded(None, false));
+            to(ItemState::Uncertain, recorded(None, outage));
+            let item = WorkItem {
+                attempts: item.attempts - i64::from(outage),
+                ..item
+            };
             // With no answer at all, CertCentral may still be working on it.
             let note = if refusal.answer_lost {
                 Note::MayArriveUntil(now + policy.settle)

@@ -13,10 +13,12 @@ use super::reconcile::{LookupRecord, Target, Verdict};
 use super::schedule::{Job, Next, Schedule};
 use super::worker::{self, Line, Sent};
 use super::{Deps, RunnerError, RunnerOptions};
+use crate::api::ApiError;
 use crate::events::{RunnerEvent, StopReason};
 use crate::journal::{Change, Counts, ItemState, JournalError, WorkItem};
 
 mod finish;
+mod outage;
 
 /// How many pending items are read from the journal at a time.
 const PAGE: u32 = 512;
@@ -33,8 +35,11 @@ pub(super) enum Done {
         verdict: Verdict,
         record: LookupRecord,
     },
-    /// The run stopped while the send waited for the limiter: it never left.
+    /// The run stopped, or paused for an outage, while the send waited for the limiter: it
+    /// never left.
     Withdrawn(WorkItem),
+    /// The outage probe ended (`None`: the run stopped before it left).
+    Probed(Option<Result<(), ApiError>>),
     /// The run stopped before the lookup began; the item keeps its state.
     NotLookedUp,
 }
@@ -49,16 +54,20 @@ enum Wake {
     Due,
     /// After a stop, requests in flight had their bounded wait.
     DrainOver,
+    /// During an outage: a probe is due, or it is time to give up.
+    Outage,
 }
 
 /// What the run has learnt about CertCentral's mood.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Contact {
     /// Until CertCentral has answered once, one request at a time: a refused key then costs
     /// one request, not `concurrency` of them.
     answered: bool,
     /// Throttling pauses in a row, for the backoff without Retry-After.
     pauses: u32,
+    /// Whether it can be reached at all (the circuit breaker).
+    outage: outage::Outage,
 }
 
 /// Whether and why the run stops.
@@ -99,7 +108,11 @@ impl<'a> Dispatcher<'a> {
             requests: 0,
             schedule: Schedule::default(),
             book: Book::default(),
-            contact: Contact::default(),
+            contact: Contact {
+                answered: false,
+                pauses: 0,
+                outage: outage::Outage::new(options.give_up_after),
+            },
             unflushed: Vec::new(),
             stop: Stop {
                 reason: None,
@@ -109,9 +122,14 @@ impl<'a> Dispatcher<'a> {
         })
     }
 
-    /// Requests made so far (reissues and lookups).
+    /// Requests made so far (reissues, lookups and probes).
     pub(super) fn requests(&self) -> u64 {
         self.requests
+    }
+
+    /// Since when CertCentral has been unreachable, if it still is.
+    pub(super) fn unreachable_since(&self) -> Option<time::OffsetDateTime> {
+        self.contact.outage.since()
     }
 
     pub(super) fn emit(&self, event: RunnerEvent) {
@@ -147,12 +165,14 @@ impl<'a> Dispatcher<'a> {
         self.progress();
         let mut drain_deadline: Option<Instant> = None;
         loop {
+            self.record_outage().await?;
             if self.stopping() {
                 self.flush(Vec::new()).await?;
             } else {
                 self.start_jobs().await?;
             }
-            if self.tasks.is_empty() && (self.stopping() || self.next_due().is_none()) {
+            let waiting = self.next_due().is_some() || self.outage_wake().is_some();
+            if self.tasks.is_empty() && (self.stopping() || !waiting) {
                 break;
             }
             if self.stopping() && drain_deadline.is_none() {
@@ -162,6 +182,7 @@ impl<'a> Dispatcher<'a> {
             let next_due = self
                 .next_due()
                 .filter(|_| !self.stopping() && self.tasks.len() < self.slot_limit());
+            let outage_wake = self.outage_wake();
             let wake = tokio::select! {
                 _ = cancel.cancelled(), if !self.stopping() => Wake::Signal,
                 Some(joined) = self.tasks.join_next() => {
@@ -173,11 +194,13 @@ impl<'a> Dispatcher<'a> {
                 }
                 _ = sleep_until(next_due), if next_due.is_some() => Wake::Due,
                 _ = sleep_until(drain_deadline), if drain_deadline.is_some() => Wake::DrainOver,
+                _ = sleep_until(outage_wake), if outage_wake.is_some() => Wake::Outage,
             };
             match wake {
                 Wake::Signal => self.raise_stop(StopReason::Interrupted),
                 Wake::Finished(finished) => self.finish(finished),
                 Wake::Due => {}
+                Wake::Outage => self.give_up_if_due(),
                 Wake::DrainOver => {
                     // Requests still out stay in_flight; the next run reconciles them. Answers
                     // that arrived meanwhile are recorded.
@@ -192,6 +215,7 @@ impl<'a> Dispatcher<'a> {
             }
         }
         self.flush(Vec::new()).await?;
+        self.record_outage().await?;
         Ok(self.stop.reason.unwrap_or(StopReason::Finished))
     }
 
@@ -248,8 +272,10 @@ impl<'a> Dispatcher<'a> {
         Ok(())
     }
 
-    /// Starts jobs up to the concurrency, marking every send `in_flight` in one commit first.
+    /// Starts jobs up to the concurrency, marking every send `in_flight` in one commit first;
+    /// during an outage, only the probe when it is due.
     async fn start_jobs(&mut self) -> Result<(), JournalError> {
+        self.start_probe();
         let mut jobs = Vec::new();
         let limit = self.slot_limit();
         while self.tasks.len() + jobs.len() < limit {
@@ -272,12 +298,18 @@ impl<'a> Dispatcher<'a> {
         Ok(())
     }
 
-    fn spawn(&mut self, job: Job) {
-        let line = Line {
+    /// What a task needs to reach CertCentral, with the run's stop and outage tokens.
+    fn line(&self) -> Line {
+        Line {
             client: self.deps.client.clone(),
             limiter: self.deps.limiter.clone(),
             halt: self.stop.halt.clone(),
-        };
+            hold: self.contact.outage.hold.clone(),
+        }
+    }
+
+    fn spawn(&mut self, job: Job) {
+        let line = self.line();
         match job {
             Job::Send(mut item) => {
                 item.attempts += 1;
@@ -316,9 +348,12 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
-    /// Requests allowed at once: one until CertCentral has answered, then `--concurrency`.
+    /// Requests allowed at once: none during an outage (only the probe goes out), one until
+    /// CertCentral has answered, then `--concurrency`.
     fn slot_limit(&self) -> usize {
-        if self.contact.answered {
+        if self.contact.outage.is_down() {
+            0
+        } else if self.contact.answered {
             self.options.concurrency
         } else {
             1

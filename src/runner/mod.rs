@@ -8,8 +8,10 @@
 //! - `book`: what the run is still finding out about items whose outcome is unknown.
 //! - `worker`: the task bodies (one request each) and the backoff schedules.
 //! - `reconcile`: how a lookup decides whether a reissue arrived.
+//! - `breaker`: pure — whether CertCentral as a whole can be reached, and when to probe.
 
 mod book;
+mod breaker;
 mod decide;
 mod dispatcher;
 pub mod reconcile;
@@ -43,6 +45,8 @@ pub struct RunnerOptions {
     pub drain_timeout: Duration,
     /// The per-request timeout: a request without an answer may reach CertCentral this late.
     pub request_timeout: Duration,
+    /// An outage longer than this stops the run (`StopReason::Unreachable`).
+    pub give_up_after: Duration,
 }
 
 /// What the runner needs from outside.
@@ -60,6 +64,8 @@ pub struct RunSummary {
     pub counts: Counts,
     pub requests: u64,
     pub elapsed: Duration,
+    /// Since when CertCentral has been unreachable, if it still was when the run stopped.
+    pub unreachable_since: Option<OffsetDateTime>,
 }
 
 /// Why the runner could not go on.
@@ -79,6 +85,8 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<RunSummary, RunnerError> {
     let started = Instant::now();
+    // An outage an earlier process saw is over or will be seen again.
+    deps.journal.set_unreachable_since(run_id, None).await?;
     let mut dispatcher = Dispatcher::new(run_id, options, &deps).await?;
     let unknown = deps
         .journal
@@ -105,5 +113,6 @@ pub async fn run(
         counts,
         requests: dispatcher.requests(),
         elapsed: started.elapsed(),
+        unreachable_since: dispatcher.unreachable_since(),
     })
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::api::{ApiError, Client, Disposition, ReissueEntry, error_chain};
+use crate::api::{ApiError, Client, Disposition, Reach, ReissueEntry, error_chain};
 use crate::limiter::Limiter;
 
 /// CertCentral's clock and ours may differ; a reissue created this long before our first
@@ -26,6 +26,10 @@ pub enum Verdict {
     NotFound,
     /// The lookup failed; nothing can be said.
     Undecided(String),
+    /// CertCentral did not answer the lookup (a 5xx, no answer, or no connection at all): it
+    /// says nothing about the order, maybe something about CertCentral. `unreachable`: the
+    /// request never left.
+    NoContact { why: String, unreachable: bool },
     /// The lookup was throttled; try again after the pause.
     Throttled(Option<Duration>),
     /// The key was refused.
@@ -91,6 +95,7 @@ pub async fn look_up(
         Verdict::Found { .. } => "found".to_owned(),
         Verdict::NotFound => "not found".to_owned(),
         Verdict::Undecided(why) => format!("undecided: {why}"),
+        Verdict::NoContact { why, .. } => format!("no answer: {why}"),
         Verdict::Throttled(_) => "throttled".to_owned(),
         Verdict::Credentials => "credentials refused".to_owned(),
     };
@@ -111,7 +116,13 @@ fn verdict_for_error(err: &ApiError) -> Verdict {
         (Disposition::Pause(wait), _) => Verdict::Throttled(wait),
         // No such order: a reissue of it cannot have been accepted.
         (_, Some(404)) => Verdict::NotFound,
-        _ => Verdict::Undecided(error_chain(err)),
+        _ => match err.reach() {
+            Reach::Answered => Verdict::Undecided(error_chain(err)),
+            reach => Verdict::NoContact {
+                why: err.brief(),
+                unreachable: reach == Reach::Unreachable,
+            },
+        },
     }
 }
 

@@ -1,7 +1,7 @@
-//! One request's path, from the limiter to the answer: the two task bodies the dispatcher
-//! spawns, and the backoff schedules. A task owns no state and never touches the journal (see
-//! the imports): the dispatcher marks a send `in_flight` before it spawns it and records what
-//! comes back.
+//! One request's path, from the limiter to the answer: the task bodies the dispatcher spawns
+//! (send, look up, probe), and the backoff schedules. A task owns no state and never touches
+//! the journal (see the imports): the dispatcher marks a send `in_flight` before it spawns it
+//! and records what comes back.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +20,8 @@ pub(crate) struct Line {
     pub limiter: Arc<Limiter>,
     /// Cancelled when the run stops: a request still waiting for the limiter never leaves.
     pub halt: CancellationToken,
+    /// Cancelled when an outage begins: a send still waiting for the limiter does not leave.
+    pub hold: CancellationToken,
 }
 
 /// The answer to a reissue POST, and how long it took.
@@ -28,12 +30,13 @@ pub(crate) struct Sent {
     pub duration: Duration,
 }
 
-/// Sends one reissue once the limiter admits it; `None` if the run stopped first (the request
-/// never left).
+/// Sends one reissue once the limiter admits it; `None` if the run stopped or paused for an
+/// outage first (the request never left).
 pub(crate) async fn send(line: Line, order_id: i64, body: String) -> Option<Sent> {
     tokio::select! {
         biased;
         _ = line.halt.cancelled() => return None,
+        _ = line.hold.cancelled() => return None,
         _ = line.limiter.acquire() => {}
     }
     let started = Instant::now();
@@ -50,6 +53,17 @@ pub(crate) async fn look_up(line: Line, target: Target) -> Option<(Verdict, Look
         return None;
     }
     Some(reconcile::look_up(&line.client, &line.limiter, &target).await)
+}
+
+/// Whether CertCentral answers again: a harmless GET of one order (counted by the limiter like
+/// every request); `None` if the run stopped first.
+pub(crate) async fn probe(line: Line, order_id: i64) -> Option<Result<(), ApiError>> {
+    tokio::select! {
+        biased;
+        _ = line.halt.cancelled() => return None,
+        _ = line.limiter.acquire() => {}
+    }
+    Some(line.client.order_info(order_id).await.map(|_| ()))
 }
 
 /// The wait before attempt `attempts + 1`: exponential with jitter (backon's schedule).

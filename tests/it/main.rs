@@ -3,6 +3,7 @@ mod dcv;
 mod faults;
 mod keygen;
 mod manifest;
+mod outage;
 mod send;
 mod stops;
 mod support;

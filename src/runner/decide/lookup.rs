@@ -26,6 +26,11 @@ pub(crate) struct LookupFacts {
     pub stopping: bool,
     /// Throttling pauses in a row so far.
     pub pauses: u32,
+    /// CertCentral is taken to be down (this lookup's answer included).
+    pub outage: bool,
+    /// The item's last attempt was charged before it was known to belong to an outage: if it
+    /// goes back to pending, the attempt is given back.
+    pub refund: bool,
 }
 
 /// After a lookup of `item` (in `state`) ended with `verdict`.
@@ -86,14 +91,17 @@ pub(crate) fn after_lookup(
                 .noting(Note::Settling)
         }
         Verdict::NotFound => {
+            let item = WorkItem {
+                attempts: item.attempts - i64::from(facts.refund),
+                ..item
+            };
             let budget_left = item.attempts < i64::from(policy.max_attempts);
             let decision = if budget_left || state == ItemState::InFlight {
-                changes.push(transition(
-                    item_id,
-                    state,
-                    ItemState::Pending,
-                    Outcome::default(),
-                ));
+                let outcome = Outcome {
+                    uncharged: facts.refund,
+                    ..Outcome::default()
+                };
+                changes.push(transition(item_id, state, ItemState::Pending, outcome));
                 let decision = Decision::new(changes);
                 if requeue_here {
                     let wait = retry_backoff(item.attempts);
@@ -104,6 +112,7 @@ pub(crate) fn after_lookup(
             } else {
                 let outcome = Outcome {
                     failure_kind: Some("transient"),
+                    uncharged: facts.refund,
                     ..message("attempts ran out; none was received".into())
                 };
                 changes.push(transition(item_id, state, ItemState::Failed, outcome));
@@ -120,7 +129,12 @@ pub(crate) fn after_lookup(
         Verdict::Credentials => Decision::new(changes)
             .with(Effect::Stop(StopReason::CredentialsRefused))
             .noting(Note::Decided),
-        Verdict::Undecided(why) => {
+        Verdict::NoContact { .. } if facts.outage => {
+            // CertCentral is down: this says nothing about the item, and counts as no try. It
+            // is looked up again once CertCentral answers (the breaker holds it till then).
+            Decision::new(changes).then(Job::LookUp { item, state }, None)
+        }
+        Verdict::Undecided(why) | Verdict::NoContact { why, .. } => {
             let tries = facts.tries + 1;
             if state == ItemState::InFlight {
                 let why = format!("outcome unknown; lookup failed: {why}");

@@ -187,7 +187,7 @@ fn every_class_of_answer_with_and_without_attempts_left() {
         ("504", || status(504, None), expect(Uncertain, LookUpLater, none, nothing), expect(Uncertain, LookUpLater, none, nothing)),
         ("answer lost", || transport(Disposition::Reconcile, true), expect(Uncertain, LookUpLater, none, may_arrive), expect(Uncertain, LookUpLater, none, may_arrive)),
         ("unreadable 2xx", || transport(Disposition::Reconcile, false), expect(Uncertain, LookUpLater, none, nothing), expect(Uncertain, LookUpLater, none, nothing)),
-        ("never left", || transport(Disposition::Retry, false), expect(Pending, SendLater, none, nothing), expect(Failed, Nothing, none, nothing)),
+        ("never left", || transport(Disposition::Unreachable, false), expect(Pending, SendNow, none, nothing), expect(Pending, SendNow, none, nothing)),
     ];
     for (name, answer, with_left, on_last) in cases {
         for (attempts, expected) in [(1, with_left), (i64::from(MAX_ATTEMPTS), on_last)] {
@@ -196,7 +196,7 @@ fn every_class_of_answer_with_and_without_attempts_left() {
                 answer(),
                 Duration::ZERO,
                 &policy(),
-                0,
+                SendFacts::default(),
                 now(),
             );
             assert_eq!(shape(&decision), expected, "{name} on attempt {attempts}");
@@ -225,7 +225,7 @@ fn a_throttled_send_is_not_charged_and_waits_as_told_or_backs_off() {
         status(429, Some(Duration::from_secs(7))),
         Duration::ZERO,
         &policy(),
-        0,
+        SendFacts::default(),
         now(),
     );
     assert_eq!(decision.effect, Effect::Pause(Duration::from_secs(7)));
@@ -248,7 +248,10 @@ fn a_throttled_send_is_not_charged_and_waits_as_told_or_backs_off() {
         status(503, None),
         Duration::ZERO,
         &policy(),
-        2,
+        SendFacts {
+            pauses: 2,
+            outage: false,
+        },
         now(),
     );
     assert_eq!(decision.effect, Effect::Pause(Duration::from_secs(4)));
@@ -261,7 +264,7 @@ fn a_lost_answer_may_arrive_until_the_settle_window_ends() {
         transport(Disposition::Reconcile, true),
         Duration::ZERO,
         &policy(),
-        0,
+        SendFacts::default(),
         now(),
     );
     assert_eq!(decision.note, Note::MayArriveUntil(now() + SETTLE));
@@ -278,8 +281,75 @@ fn a_refused_key_leaves_the_item_pending_and_uncharged() {
         status(403, None),
         Duration::ZERO,
         &policy(),
-        0,
+        SendFacts::default(),
         now(),
     );
     assert!(decision.changes.iter().any(|c| matches!(c, Change::Transition { to: ItemState::Pending, outcome, .. } if outcome.uncharged)));
+}
+
+/// The attempts of the item in hand after the decision, and whether the journal takes the
+/// attempt back.
+fn charged(decision: &Decision) -> (i64, bool) {
+    let attempts = match &decision.follow_up {
+        Some(FollowUp {
+            job: Job::Send(item) | Job::LookUp { item, .. },
+            ..
+        }) => item.attempts,
+        None => panic!("no follow-up: {decision:?}"),
+    };
+    let uncharged = decision
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::Transition { outcome, .. } if outcome.uncharged));
+    (attempts, uncharged)
+}
+
+#[test]
+fn a_send_that_never_left_is_not_charged_even_on_the_last_attempt_and_goes_again() {
+    let decision = after_send(
+        item(i64::from(MAX_ATTEMPTS)),
+        transport(Disposition::Unreachable, false),
+        Duration::ZERO,
+        &policy(),
+        SendFacts::default(),
+        now(),
+    );
+    assert_eq!(charged(&decision), (i64::from(MAX_ATTEMPTS) - 1, true));
+    assert_eq!(
+        decision.effect,
+        Effect::None,
+        "the breaker pauses the run, not the decision"
+    );
+}
+
+#[test]
+fn a_5xx_or_a_lost_answer_during_an_outage_is_reconciled_but_not_charged() {
+    let outage = SendFacts {
+        pauses: 0,
+        outage: true,
+    };
+    for (name, answer) in [
+        ("500", status(500, None)),
+        ("answer lost", transport(Disposition::Reconcile, true)),
+    ] {
+        let during = after_send(
+            item(2),
+            answer.clone(),
+            Duration::ZERO,
+            &policy(),
+            outage,
+            now(),
+        );
+        assert_eq!(shape(&during).to, Some(ItemState::Uncertain), "{name}");
+        assert_eq!(charged(&during), (1, true), "{name} during an outage");
+        let alone = after_send(
+            item(2),
+            answer,
+            Duration::ZERO,
+            &policy(),
+            SendFacts::default(),
+            now(),
+        );
+        assert_eq!(charged(&alone), (2, false), "{name} on its own");
+    }
 }

@@ -8,9 +8,12 @@ use time::OffsetDateTime;
 use tokio::task::JoinError;
 
 use super::{Dispatcher, Done};
+use crate::api::Reach;
 use crate::events::RunnerEvent;
-use crate::journal::{Change, ItemState, Outcome};
-use crate::runner::decide::{self, Answer, Decision, Effect, LookupFacts, Policy};
+use crate::journal::{Change, ItemState, Outcome, WorkItem};
+use crate::runner::decide::{self, Answer, Decision, Effect, LookupFacts, Policy, SendFacts};
+use crate::runner::reconcile::Verdict;
+use crate::runner::schedule::Job;
 
 impl Dispatcher<'_> {
     /// Takes in a batch of finished tasks; their changes commit with the next round.
@@ -29,6 +32,11 @@ impl Dispatcher<'_> {
             match done {
                 Done::Sent { item, sent } => {
                     self.requests += 1;
+                    let (reach, cause) = match &sent.result {
+                        Ok(_) => (Reach::Answered, None),
+                        Err(err) => (err.reach(), Some(err.brief())),
+                    };
+                    let outage = self.observe(reach, item.order_id, item.id, cause);
                     let answer = Answer::from(sent.result);
                     self.contact.answered |= match &answer {
                         Answer::Accepted(_) => true,
@@ -40,7 +48,10 @@ impl Dispatcher<'_> {
                         answer,
                         sent.duration,
                         &self.policy(),
-                        self.contact.pauses,
+                        SendFacts {
+                            pauses: self.contact.pauses,
+                            outage,
+                        },
                         OffsetDateTime::now_utc(),
                     );
                     self.carry_out(item_id, decision);
@@ -54,6 +65,18 @@ impl Dispatcher<'_> {
                     self.requests += 1;
                     self.contact.answered |= record.http_status.is_some();
                     let item_id = item.id;
+                    let (reach, cause) = match &verdict {
+                        Verdict::NoContact { why, unreachable } => (
+                            if *unreachable {
+                                Reach::Unreachable
+                            } else {
+                                Reach::Failed
+                            },
+                            Some(why.clone()),
+                        ),
+                        _ => (Reach::Answered, None),
+                    };
+                    let outage = self.observe(reach, item.order_id, item_id, cause);
                     let facts = LookupFacts {
                         own_run: item.run_id == self.run_id,
                         paged_past: self.schedule.paged_past(item_id),
@@ -63,13 +86,16 @@ impl Dispatcher<'_> {
                         tries: self.book.tries(item_id),
                         stopping: self.stopping(),
                         pauses: self.contact.pauses,
+                        outage,
+                        refund: self.book.owes_refund(item_id),
                     };
                     let decision =
                         decide::after_lookup(item, state, verdict, record, &facts, &self.policy());
                     self.carry_out(item_id, decision);
                 }
-                Done::Withdrawn(item) => self.withdrawn(item.id),
+                Done::Withdrawn(item) => self.withdrawn(item),
                 Done::NotLookedUp => {}
+                Done::Probed(result) => self.probed(result),
             }
         }
     }
@@ -96,12 +122,23 @@ impl Dispatcher<'_> {
         }
     }
 
-    /// A send that never left: back to pending, the attempt not charged.
-    fn withdrawn(&mut self, item_id: i64) {
+    /// A send that never left: back to pending, the attempt not charged; sent again after an
+    /// outage, not after a stop.
+    fn withdrawn(&mut self, item: WorkItem) {
+        let item_id = item.id;
+        let why = if self.stopping() {
+            "not sent: the run stopped first"
+        } else {
+            self.schedule.now(Job::Send(WorkItem {
+                attempts: item.attempts - 1,
+                ..item
+            }));
+            "not sent: paused for an outage"
+        };
         self.unflushed.push(Change::FinishAttempt {
             item_id,
             http_status: None,
-            outcome: "not sent: the run stopped first".into(),
+            outcome: why.into(),
             duration_ms: 0,
         });
         self.unflushed.push(Change::Transition {

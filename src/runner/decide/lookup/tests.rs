@@ -25,6 +25,8 @@ fn facts() -> LookupFacts {
         tries: 0,
         stopping: false,
         pauses: 0,
+        outage: false,
+        refund: false,
     }
 }
 
@@ -68,6 +70,14 @@ fn every_lookup_verdict_in_each_state_it_can_meet() {
         stopping: true,
         ..facts()
     };
+    let outage = LookupFacts {
+        outage: true,
+        ..facts()
+    };
+    let down = |unreachable| Verdict::NoContact {
+        why: "HTTP 500".into(),
+        unreachable,
+    };
     let resend = Policy {
         resend_uncertain: true,
         ..policy()
@@ -93,6 +103,12 @@ fn every_lookup_verdict_in_each_state_it_can_meet() {
     let p = policy;
     #[rustfmt::skip]
     let cases: Vec<Case> = vec![
+        // An outage: no try counted, the state kept, looked up again once CertCentral answers.
+        ("no contact, outage", down(false), InFlight, 1, outage, p(), no_move(LookUpNow, none, nothing)),
+        ("no contact, outage", down(true), Uncertain, max, outage, p(), no_move(LookUpNow, none, nothing)),
+        // A lone 5xx to a lookup: a failed try like any other.
+        ("no contact, no outage", down(false), InFlight, 1, facts(), p(), expect(Uncertain, LookUpLater, none, tried)),
+        ("no contact, no outage", down(false), Uncertain, 1, last_try, p(), no_move(Nothing, none, decided)),
         ("found", found(), InFlight, 1, facts(), p(), expect(Succeeded, Nothing, none, decided)),
         ("found", found(), Uncertain, max, facts(), p(), expect(Succeeded, Nothing, none, decided)),
         ("not found, may still arrive", Verdict::NotFound, InFlight, 1, settling, p(), expect(Uncertain, LookUpLater, none, settles)),
@@ -168,4 +184,36 @@ fn a_reissue_that_may_still_arrive_is_looked_up_again_when_it_must_have_ended() 
     };
     assert_eq!(state, ItemState::Uncertain);
     assert_eq!(after, Some(Duration::from_secs(42)));
+}
+
+#[test]
+fn an_attempt_charged_before_its_outage_was_known_is_given_back_when_it_goes_back_to_pending() {
+    let refund = LookupFacts {
+        refund: true,
+        ..facts()
+    };
+    let max = i64::from(MAX_ATTEMPTS);
+    let decision = after_lookup(
+        item(max),
+        ItemState::Uncertain,
+        Verdict::NotFound,
+        record(),
+        &refund,
+        &policy(),
+    );
+    assert!(
+        decision.changes.iter().any(|c| matches!(
+            c,
+            Change::Transition { to: ItemState::Pending, outcome, .. } if outcome.uncharged
+        )),
+        "back to pending, the attempt given back: {decision:?}"
+    );
+    let Some(FollowUp {
+        job: Job::Send(again),
+        ..
+    }) = decision.follow_up
+    else {
+        panic!("not sent again");
+    };
+    assert_eq!(again.attempts, max - 1);
 }
