@@ -42,6 +42,8 @@ async fn render(mut events: UnboundedReceiver<RunnerEvent>, span: &tracing::Span
     let mut latest: Option<(Counts, u64)> = None;
     // After giving up on an outage, the stop is not a signal's.
     let mut gave_up = false;
+    // The bar's message while CertCentral is unreachable.
+    let mut paused: Option<String> = None;
     while let Some(event) = events.recv().await {
         match event {
             RunnerEvent::Progress { counts, requests } => {
@@ -49,7 +51,10 @@ async fn render(mut events: UnboundedReceiver<RunnerEvent>, span: &tracing::Span
                     let open = counts.open();
                     span.pb_set_length(counts.total());
                     span.pb_set_position(counts.total() - open);
-                    span.pb_set_message(&counts.summary());
+                    match &paused {
+                        Some(note) => span.pb_set_message(&format!("{}; {note}", counts.summary())),
+                        None => span.pb_set_message(&counts.summary()),
+                    }
                 } else if last_log.elapsed() >= LOG_EVERY {
                     last_log = Instant::now();
                     log_line(&counts, requests, started.elapsed());
@@ -79,14 +84,13 @@ async fn render(mut events: UnboundedReceiver<RunnerEvent>, span: &tracing::Span
                     format_duration(whole_seconds(lasted)),
                     next_probe_in.as_secs_f64()
                 );
-                if terminal {
-                    span.pb_set_message(&format!(
-                        "paused: CertCentral unreachable since {}",
-                        clock_time(since)
-                    ));
-                }
+                paused = Some(format!(
+                    "paused: CertCentral unreachable since {}",
+                    clock_time(since)
+                ));
             }
             RunnerEvent::Reachable { lasted } => {
+                paused = None;
                 tracing::info!(
                     "CertCentral answers again after {}; sending resumes",
                     format_duration(whole_seconds(lasted))
