@@ -337,6 +337,10 @@ impl Client {
 /// that surfaces here comes from that new connection's connector.) Every other failure — a reset,
 /// a close or a timeout once the connection stood — may have come after the request was
 /// written, so it is `NoAnswer` and the runner reconciles before sending again.
+///
+/// A server certificate that is not trusted also fails in the connector, but it is no outage to
+/// wait out: it must be told apart before the `is_connect()` test, as its own error, so that it
+/// never reaches the runner as `NotSent`.
 fn transport_error(err: reqwest::Error) -> ApiError {
     if err.is_connect() {
         ApiError::NotSent(err)
