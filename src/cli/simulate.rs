@@ -50,10 +50,20 @@ pub struct SimulateArgs {
     #[arg(long = "missing-orders", value_name = "A-B", value_parser = parse_order_range)]
     pub missing_orders: Vec<RangeInclusive<u64>>,
 
-    /// Order ids whose reissues are accepted but stay needs_approval forever: A-B or N;
-    /// repeatable.
+    /// Order ids whose reissues are accepted but stay needs_approval until their request is
+    /// approved (PUT /request/{id}/status): A-B or N; repeatable.
     #[arg(long = "needs-approval", value_name = "A-B", value_parser = parse_order_range)]
     pub needs_approval: Vec<RangeInclusive<u64>>,
+
+    /// Every reissue sent without skip_approval waits for approval, as on an account whose
+    /// settings require it.
+    #[arg(long)]
+    pub approval_required: bool,
+
+    /// How long a DCV token stays valid (a token-DCV reissue waits until its token is
+    /// published with POST /__simulator/dcv {"dns_name": …, "value": …} and check-dcv finds it).
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_duration)]
+    pub dcv_token_validity: Duration,
 
     /// Time from an accepted reissue to its issued certificate.
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
@@ -121,6 +131,8 @@ impl SimulateArgs {
             retry_after: self.retry_after,
             missing_orders: self.missing_orders.clone(),
             needs_approval_orders: self.needs_approval.clone(),
+            approval_required: self.approval_required,
+            dcv_token_validity: Some(self.dcv_token_validity),
             issuance_delay: self.issuance_delay,
             commit_delay: self.commit_delay,
             commit_delay_jitter: self.commit_delay_jitter,

@@ -20,9 +20,17 @@
 //! SANs `order-<id>.example.com`, `www.order-<id>.example.com`. Orders whose id is a multiple of 7
 //! run on nginx (`server_platform` 45) with `sha384`; all others on apache (2) with `sha256`, so
 //! code that fills a reissue from the order's own values sees more than one answer.
+//!
+//! Between a reissue and its certificate (see `rotation.rs`): a reissue with a token DCV method
+//! stays `reissue_pending` until its token is published (`POST /__simulator/dcv`, standing in
+//! for DNS automation) and `check-dcv` finds it; a reissue that needs approval waits until
+//! `PUT /request/{id}/status` approves it.
 
 mod ca;
 mod csr;
+mod rotation;
+#[cfg(test)]
+mod rotation_tests;
 mod routes;
 mod server;
 mod state;
@@ -49,8 +57,14 @@ pub struct Scenario {
     pub retry_after: Option<Duration>,
     /// Order ids that answer 404 `not_found|order`.
     pub missing_orders: Vec<RangeInclusive<u64>>,
-    /// Orders whose reissues are accepted but stay `needs_approval` forever.
+    /// Orders whose reissues are accepted but stay `needs_approval` until their request is
+    /// approved (`PUT /request/{id}/status`).
     pub needs_approval_orders: Vec<RangeInclusive<u64>>,
+    /// Every reissue sent without `skip_approval` waits for approval, as on an account whose
+    /// settings require it.
+    pub approval_required: bool,
+    /// How long a DCV token is valid; 30 days when `None`.
+    pub dcv_token_validity: Option<Duration>,
     /// From an accepted reissue to its issuance; zero issues at once.
     pub issuance_delay: Duration,
     /// Faults at start; [`SimulatorHandle::set_faults`] changes them while running.
@@ -78,6 +92,8 @@ impl fmt::Debug for Scenario {
             .field("retry_after", &self.retry_after)
             .field("missing_orders", &self.missing_orders)
             .field("needs_approval_orders", &self.needs_approval_orders)
+            .field("approval_required", &self.approval_required)
+            .field("dcv_token_validity", &self.dcv_token_validity)
             .field("issuance_delay", &self.issuance_delay)
             .field("faults", &self.faults)
             .field("commit_delay", &self.commit_delay)
@@ -118,6 +134,20 @@ pub struct Ledger {
     pub accepted: Vec<AcceptedReissue>,
     /// Every HTTP request received on any endpoint except the ledger's own, in completion order.
     pub requests: Vec<RequestRecord>,
+    /// Every request approval the server committed, in commit order.
+    #[serde(default)]
+    pub approvals: Vec<Approval>,
+}
+
+/// One approved request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Approval {
+    pub request_id: u64,
+    pub order_id: u64,
+    /// The `processor_comment` of the approval, as received.
+    pub processor_comment: Option<String>,
+    /// Unix time in milliseconds.
+    pub approved_at_ms: u64,
 }
 
 /// One committed reissue.

@@ -18,13 +18,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::ca::ChainFormat;
 use super::csr::{CsrCache, ParsedKey};
-use super::state::{Download, LeafJob, Shared, State, duration_us};
+use super::rotation::RequestQuery;
+use super::state::{Download, LeafJob, Refusal, Shared, State, duration_us};
 use super::{Faults, Scenario};
 
 /// Where the API lives, as in CertCentral's base URL.
 pub(crate) const BASE_PATH: &str = "/services/v2";
 /// The ledger as JSON: no key, no quota, not itself recorded.
 pub(crate) const LEDGER_PATH: &str = "/__simulator/ledger";
+/// `POST {"dns_name": …, "value": …}` publishes a DCV token, standing in for the customer's DNS
+/// or web automation: no key, no quota, not recorded.
+pub(crate) const PUBLISH_DCV_PATH: &str = "/__simulator/dcv";
 /// Far above any real reissue body; a client sending more has a bug worth a 400.
 const MAX_BODY_BYTES: usize = 1 << 20;
 /// `status-changes` looks back at most this far, like CertCentral.
@@ -88,6 +92,8 @@ pub(crate) struct ValidReissue {
     pub server_platform_id: Option<i64>,
     pub skip_approval: bool,
     pub wants_dcv_token: bool,
+    /// The token DCV method, when the body asks for one.
+    pub token_method: Option<String>,
     pub comments: Option<String>,
     pub valid_days: Option<u32>,
 }
@@ -222,6 +228,7 @@ pub(crate) fn validate(bytes: &[u8], csrs: &CsrCache) -> Result<ValidReissue, Ve
             wants_dcv_token: dcv_method
                 .as_deref()
                 .is_some_and(|m| TOKEN_DCV_METHODS.contains(&m)),
+            token_method: dcv_method.filter(|m| TOKEN_DCV_METHODS.contains(&m.as_str())),
             csr,
             key,
             common_name,
@@ -278,6 +285,21 @@ enum Route {
         certificate_id: u64,
         format: ChainFormat,
     },
+    CheckDcv {
+        order_id: u64,
+    },
+    DcvRandomValue {
+        order_id: u64,
+    },
+    RequestList,
+    RequestInfo {
+        request_id: u64,
+    },
+    RequestStatus {
+        request_id: u64,
+    },
+    /// A request route whose id is not a number: no such request.
+    UnknownRequest,
     /// An order route whose id is not a number: no such order.
     UnknownOrder,
     /// A download whose id is not a number: no such certificate.
@@ -303,6 +325,23 @@ impl Route {
             (&Method::GET, ["order", "certificate", id]) => {
                 order(id, |order_id| Self::OrderInfo { order_id })
             }
+            (&Method::PUT, ["order", "certificate", id, "check-dcv"]) => {
+                order(id, |order_id| Self::CheckDcv { order_id })
+            }
+            (&Method::PUT, ["order", "certificate", id, "dcv-random-value"]) => {
+                order(id, |order_id| Self::DcvRandomValue { order_id })
+            }
+            (&Method::GET, ["request"]) => Self::RequestList,
+            (&Method::GET, ["request", id]) => id
+                .parse()
+                .map_or(Self::UnknownRequest, |request_id| Self::RequestInfo {
+                    request_id,
+                }),
+            (&Method::PUT, ["request", id, "status"]) => id
+                .parse()
+                .map_or(Self::UnknownRequest, |request_id| Self::RequestStatus {
+                    request_id,
+                }),
             (&Method::GET, ["certificate", id, "download", "format", format]) => {
                 match (id.parse(), ChainFormat::from_name(format)) {
                     (_, None) => Self::Unknown,
@@ -327,6 +366,14 @@ impl Route {
                 | Self::Download { .. }
         )
     }
+}
+
+/// A request body, read (and for a reissue, checked) before the lock is taken.
+enum ReadBody {
+    Nothing,
+    Reissue(Result<ValidReissue, Vec<ApiError>>),
+    /// `PUT /request/{id}/status`: the JSON body, `None` when it is not JSON.
+    Status(Option<Value>),
 }
 
 /// What the critical section decided.
@@ -377,6 +424,10 @@ pub(crate) async fn handle(
     if parts.uri.path() == LEDGER_PATH {
         return Ok(ledger(&shared, &parts.method));
     }
+    if parts.uri.path() == PUBLISH_DCV_PATH && parts.method == Method::POST {
+        let bytes = axum::body::to_bytes(Body::new(incoming), MAX_BODY_BYTES).await;
+        return Ok(publish_dcv(&shared, bytes.ok().as_deref()));
+    }
     if shared.clock.now_us() < duration_us(shared.scenario.all_500_for) {
         return Ok(outage(&shared, parts, incoming).await);
     }
@@ -384,15 +435,23 @@ pub(crate) async fn handle(
     let key_check = check_key(&shared.scenario, &parts.headers);
     // The body is read and checked before taking the lock: CSR verification is the expensive
     // part of a reissue and two cores should share it.
-    let validated = match route {
+    let read = match route {
         Route::Reissue { .. } if key_check.is_ok() => {
             let bytes = axum::body::to_bytes(Body::new(incoming), MAX_BODY_BYTES).await;
-            Some(match bytes {
+            ReadBody::Reissue(match bytes {
                 Ok(bytes) => validate(&bytes, &shared.csrs),
                 Err(_) => Err(vec![ApiError::bad_request_format()]),
             })
         }
-        _ => None,
+        Route::RequestStatus { .. } if key_check.is_ok() => {
+            let bytes = axum::body::to_bytes(Body::new(incoming), MAX_BODY_BYTES).await;
+            ReadBody::Status(
+                bytes
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok()),
+            )
+        }
+        _ => ReadBody::Nothing,
     };
 
     let mut exchange = Exchange {
@@ -415,7 +474,7 @@ pub(crate) async fn handle(
             key_check,
             route,
             query.as_deref(),
-            validated,
+            read,
             true,
         );
         (exchange, outcome, latency)
@@ -430,7 +489,7 @@ pub(crate) async fn handle(
                 key_check,
                 route,
                 query.as_deref(),
-                validated,
+                read,
                 false,
             );
             (exchange, outcome, latency)
@@ -508,16 +567,14 @@ fn process(
     key_check: Result<(), KeyRefusal>,
     route: Route,
     query: Option<&str>,
-    validated: Option<Result<ValidReissue, Vec<ApiError>>>,
+    read: ReadBody,
     answer_now: bool,
 ) -> (Outcome, Duration) {
     let mut state = shared.lock();
     let now_us = shared.clock.now_us();
     exchange.received_us = now_us;
     let latency = state.latency();
-    let outcome = decide(
-        shared, &mut state, now_us, key_check, route, query, validated,
-    );
+    let outcome = decide(shared, &mut state, now_us, key_check, route, query, read);
     // Fast path: with no latency to inject, the answer is as good as sent.
     if let Outcome::Answer(response) = &outcome
         && latency.is_zero()
@@ -536,7 +593,7 @@ fn decide(
     key_check: Result<(), KeyRefusal>,
     route: Route,
     query: Option<&str>,
-    validated: Option<Result<ValidReissue, Vec<ApiError>>>,
+    read: ReadBody,
 ) -> Outcome {
     if let Err(refused) = key_check {
         return Outcome::Answer(refused.response());
@@ -568,7 +625,15 @@ fn decide(
             Outcome::Answer(error_response(StatusCode::NOT_FOUND, vec![missing_order]))
         }
         Route::UnknownCertificate => Outcome::Answer(certificate_not_found()),
-        Route::OrderInfo { order_id } | Route::ReissueList { order_id }
+        Route::UnknownRequest => Outcome::Answer(refused(&Refusal {
+            status: 404,
+            code: "not_found|request".into(),
+            message: "The request could not be found.".into(),
+        })),
+        Route::OrderInfo { order_id }
+        | Route::ReissueList { order_id }
+        | Route::CheckDcv { order_id }
+        | Route::DcvRandomValue { order_id }
             if shared.is_missing(order_id) =>
         {
             Outcome::Answer(error_response(StatusCode::NOT_FOUND, vec![missing_order]))
@@ -581,6 +646,39 @@ fn decide(
             StatusCode::OK,
             &state.reissue_list(shared, order_id, now_us),
         )),
+        Route::CheckDcv { order_id } => {
+            answer_or_refusal(state.check_dcv(shared, order_id, now_us), StatusCode::OK)
+        }
+        Route::DcvRandomValue { order_id } => answer_or_refusal(
+            state.dcv_random_value(shared, order_id, now_us),
+            StatusCode::OK,
+        ),
+        Route::RequestList => match RequestQuery::parse(query) {
+            Ok(query) => Outcome::Answer(json_response(
+                StatusCode::OK,
+                &state.request_list(shared, &query, now_us),
+            )),
+            Err((code, message)) => Outcome::Answer(error_response(
+                StatusCode::BAD_REQUEST,
+                vec![ApiError::new(code, message)],
+            )),
+        },
+        Route::RequestInfo { request_id } => answer_or_refusal(
+            state.request_info(shared, request_id, now_us),
+            StatusCode::OK,
+        ),
+        Route::RequestStatus { request_id } => {
+            let ReadBody::Status(Some(body)) = &read else {
+                return Outcome::Answer(error_response(
+                    StatusCode::BAD_REQUEST,
+                    vec![ApiError::bad_request_format()],
+                ));
+            };
+            match state.set_request_status(shared, request_id, body, now_us) {
+                Ok(()) => Outcome::Answer(no_content()),
+                Err(refusal) => Outcome::Answer(refused(&refusal)),
+            }
+        }
         Route::StatusChanges => match status_period(query) {
             Ok(period) => Outcome::Answer(json_response(
                 StatusCode::OK,
@@ -600,13 +698,15 @@ fn decide(
             if shared.is_missing(order_id) {
                 return Outcome::Answer(error_response(StatusCode::NOT_FOUND, vec![missing_order]));
             }
-            match validated {
-                Some(Ok(reissue)) => reissue_with_faults(shared, state, order_id, reissue, now_us),
-                Some(Err(errors)) => {
+            match read {
+                ReadBody::Reissue(Ok(reissue)) => {
+                    reissue_with_faults(shared, state, order_id, reissue, now_us)
+                }
+                ReadBody::Reissue(Err(errors)) => {
                     Outcome::Answer(error_response(StatusCode::BAD_REQUEST, errors))
                 }
                 // Only when the key check failed, which returned above.
-                None => Outcome::Answer(error_response(
+                _ => Outcome::Answer(error_response(
                     StatusCode::BAD_REQUEST,
                     vec![ApiError::bad_request_format()],
                 )),
@@ -722,6 +822,52 @@ fn status_period(query: Option<&str>) -> Result<Duration, ApiError> {
         period = Some(length);
     }
     period.ok_or_else(|| ApiError::required("minutes"))
+}
+
+/// `POST /__simulator/dcv`: publishes a token for a name.
+fn publish_dcv(shared: &Shared, body: Option<&[u8]>) -> Response<Body> {
+    let parsed = body.and_then(|bytes| serde_json::from_slice::<Value>(bytes).ok());
+    let field = |name: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(Value::as_str)
+            .filter(|text| !text.is_empty())
+            .map(str::to_owned)
+    };
+    match (field("dns_name"), field("value")) {
+        (Some(dns_name), Some(value)) => {
+            shared.lock().publish_dcv_token(&dns_name, &value);
+            no_content()
+        }
+        _ => error_response(
+            StatusCode::BAD_REQUEST,
+            vec![ApiError::new(
+                "bad_request_format",
+                "The body must be {\"dns_name\": \"…\", \"value\": \"…\"}.",
+            )],
+        ),
+    }
+}
+
+fn answer_or_refusal(result: Result<Value, Refusal>, status: StatusCode) -> Outcome {
+    match result {
+        Ok(value) => Outcome::Answer(json_response(status, &value)),
+        Err(refusal) => Outcome::Answer(refused(&refusal)),
+    }
+}
+
+fn refused(refusal: &Refusal) -> Response<Body> {
+    error_response(
+        StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
+        vec![ApiError::new(refusal.code.clone(), refusal.message.clone())],
+    )
+}
+
+fn no_content() -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
 }
 
 fn ledger(shared: &Shared, method: &Method) -> Response<Body> {

@@ -60,6 +60,23 @@ impl SimulatorHandle {
         self.shared.lock().key_revoked = true;
     }
 
+    /// Publishes a DCV token for `dns_name`, as the customer's DNS or web automation would;
+    /// `check-dcv` finds it from then on. Same as `POST /__simulator/dcv`.
+    pub fn publish_dcv_token(&self, dns_name: &str, value: &str) {
+        self.shared.lock().publish_dcv_token(dns_name, value);
+    }
+
+    /// Every DCV token not yet used up runs out now, as if its 30 days had passed.
+    pub fn expire_dcv_tokens(&self) {
+        let now_us = self.shared.clock.now_us();
+        self.shared.lock().expire_dcv_tokens(now_us);
+    }
+
+    /// The current DCV token of the order's newest reissue, if it has one.
+    pub fn dcv_token(&self, order_id: u64) -> Option<String> {
+        self.shared.lock().dcv_token_of(order_id)
+    }
+
     /// Stops accepting, lets open requests finish (at most a few seconds), and waits for the
     /// server task.
     pub async fn shutdown(mut self) {

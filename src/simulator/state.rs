@@ -4,7 +4,7 @@
 //! Nothing here runs on a timer. Issuance is a function of the clock (`accepted + delay`), worked
 //! out whenever someone looks, so 20,000 pending reissues cost no tasks and no wake-ups.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,8 +15,9 @@ use time::OffsetDateTime;
 
 use super::ca::{Ca, LeafSpec};
 use super::csr::{CsrCache, ParsedKey};
+use super::rotation::{self, ApprovalGate, CheckOutcome, DcvGate, RequestQuery};
 use super::routes::ValidReissue;
-use super::{AcceptedReissue, Faults, Ledger, RequestRecord, Scenario};
+use super::{AcceptedReissue, Approval, Faults, Ledger, RequestRecord, Scenario};
 
 /// Certificates of reissues with no `cert_validity.days` run this long (the public TLS maximum).
 const DEFAULT_VALID_DAYS: u32 = 397;
@@ -75,6 +76,14 @@ impl Shared {
 
     fn delay_us(&self) -> u64 {
         duration_us(self.scenario.issuance_delay)
+    }
+
+    fn token_validity_us(&self) -> u64 {
+        duration_us(
+            self.scenario
+                .dcv_token_validity
+                .unwrap_or(rotation::DEFAULT_TOKEN_VALIDITY),
+        )
     }
 }
 
@@ -141,8 +150,9 @@ struct Order {
 struct Reissue {
     certificate_id: u64,
     accepted_us: u64,
-    needs_approval: bool,
-    skip_approval: bool,
+    approval: ApprovalGate,
+    /// Token DCV; `None` for other methods, which the simulator treats as done.
+    dcv: Option<DcvGate>,
     fields: CertificateFields,
     key: Option<Arc<ParsedKey>>,
     valid_days: u32,
@@ -236,6 +246,10 @@ pub(crate) struct State {
     pems: HashMap<u64, Arc<str>>,
     next_request_id: u64,
     next_certificate_id: u64,
+    /// Reissue request id → index into `reissues`.
+    requests: HashMap<u64, usize>,
+    /// DCV tokens published, by [`rotation::name_key`].
+    published: HashMap<String, BTreeSet<String>>,
 }
 
 impl State {
@@ -261,6 +275,8 @@ impl State {
             pems: HashMap::new(),
             next_request_id: FIRST_REQUEST_ID,
             next_certificate_id: FIRST_CERTIFICATE_ID,
+            requests: HashMap::new(),
+            published: HashMap::new(),
         }
     }
 
@@ -357,6 +373,18 @@ impl State {
         self.certificates
             .insert(certificate_id, CertificateRef::Reissue { index });
         let dcv_random_value = reissue.wants_dcv_token.then(|| self.dcv_token());
+        let dcv = reissue
+            .token_method
+            .clone()
+            .zip(dcv_random_value.clone())
+            .map(|(method, token)| DcvGate {
+                method,
+                token,
+                token_expires_us: now_us.saturating_add(shared.token_validity_us()),
+                validated_us: None,
+                validated: BTreeSet::new(),
+            });
+        self.requests.insert(request_id, index);
 
         let csr_key = reissue.key.as_deref();
         let common_name = reissue
@@ -391,8 +419,13 @@ impl State {
         self.reissues.push(Reissue {
             certificate_id,
             accepted_us: now_us,
-            needs_approval: shared.needs_approval(order_id),
-            skip_approval: reissue.skip_approval,
+            approval: ApprovalGate {
+                required: shared.needs_approval(order_id)
+                    || (shared.scenario.approval_required && !reissue.skip_approval),
+                skipped: reissue.skip_approval,
+                approved_us: None,
+            },
+            dcv,
             fields,
             key: reissue.key,
             valid_days: reissue.valid_days.unwrap_or(DEFAULT_VALID_DAYS),
@@ -427,10 +460,13 @@ impl State {
     }
 
     fn status(&self, shared: &Shared, reissue: &Reissue, now_us: u64) -> ReissueStatus {
-        if reissue.needs_approval {
+        if reissue.approval.waiting() {
             return ReissueStatus::NeedsApproval;
         }
-        let at_us = reissue.accepted_us.saturating_add(shared.delay_us());
+        let Some(ready_us) = ready_us(reissue) else {
+            return ReissueStatus::Pending;
+        };
+        let at_us = ready_us.saturating_add(shared.delay_us());
         if now_us >= at_us {
             ReissueStatus::Issued { at_us }
         } else {
@@ -443,11 +479,7 @@ impl State {
         self.order(order_id);
         let order = &self.orders[&order_id];
         let newest = order.reissues.last().map(|&i| &self.reissues[i]);
-        let status = match newest.map(|r| self.status(shared, r, now_us)) {
-            None | Some(ReissueStatus::Issued { .. }) => "issued",
-            Some(ReissueStatus::Pending) => "reissue_pending",
-            Some(ReissueStatus::NeedsApproval) => "needs_approval",
-        };
+        let status = newest.map_or("issued", |r| order_status(self.status(shared, r, now_us)));
         let current = order.reissues.iter().rev().find_map(|&i| {
             match self.status(shared, &self.reissues[i], now_us) {
                 ReissueStatus::Issued { at_us } => Some((i, at_us)),
@@ -478,11 +510,7 @@ impl State {
             .rev()
             .map(|&i| {
                 let reissue = &self.reissues[i];
-                let request_status = match self.status(shared, reissue, now_us) {
-                    ReissueStatus::Issued { .. } => "approved",
-                    ReissueStatus::Pending if reissue.skip_approval => "approved",
-                    ReissueStatus::Pending | ReissueStatus::NeedsApproval => "pending",
-                };
+                let request_status = self.request_status(shared, reissue, now_us);
                 json!({
                     "id": self.ledger.accepted[i].request_id,
                     "date": date_time(shared.clock.date_time(reissue.accepted_us)),
@@ -587,7 +615,12 @@ impl State {
                 let reissue = &self.reissues[*order.reissues.last()?];
                 let (changed_us, status) = match self.status(shared, reissue, now_us) {
                     ReissueStatus::Issued { at_us } => (at_us, "issued"),
-                    ReissueStatus::Pending => (reissue.accepted_us, "reissue_pending"),
+                    ReissueStatus::Pending => (
+                        reissue
+                            .accepted_us
+                            .max(reissue.approval.approved_us.unwrap_or(0)),
+                        "reissue_pending",
+                    ),
                     ReissueStatus::NeedsApproval => (reissue.accepted_us, "needs_approval"),
                 };
                 // A change exactly `period` ago is still inside the period.
@@ -651,6 +684,272 @@ impl State {
                 .or_insert_with(|| Arc::from(pem)),
         )
     }
+}
+
+/// DCV and approvals (rotation.rs has the rules; here is where they meet the account).
+impl State {
+    /// The newest reissue of an order, by index.
+    fn newest_reissue(&mut self, order_id: u64) -> Option<usize> {
+        self.order(order_id).reissues.last().copied()
+    }
+
+    /// `PUT /order/certificate/{order_id}/check-dcv`: checks the newest reissue's names.
+    pub(crate) fn check_dcv(
+        &mut self,
+        shared: &Shared,
+        order_id: u64,
+        now_us: u64,
+    ) -> Result<Value, Refusal> {
+        let index = self
+            .newest_reissue(order_id)
+            .ok_or_else(Refusal::no_token)?;
+        let Self {
+            reissues,
+            published,
+            ..
+        } = self;
+        let reissue = &mut reissues[index];
+        let names = rotation::names(&reissue.fields.common_name, &reissue.fields.dns_names);
+        let gate = reissue.dcv.as_mut().ok_or_else(Refusal::no_token)?;
+        let token = gate.token.clone();
+        let is_published = |key: &str| published.get(key).is_some_and(|v| v.contains(&token));
+        match gate.check(&names, is_published, now_us) {
+            CheckOutcome::Valid(names) => {
+                let validations = gate.validations(&names);
+                let reissue = &self.reissues[index];
+                let status = self.status(shared, reissue, now_us);
+                let mut answer = json!({
+                    "order_status": order_status(status),
+                    "dcv_status": "valid",
+                    "dns_name_validations": validations,
+                });
+                if matches!(status, ReissueStatus::Issued { .. }) {
+                    answer = answer.with("certificate_id", reissue.certificate_id);
+                }
+                Ok(answer)
+            }
+            CheckOutcome::NotFound { code, message } => Err(Refusal::bad_request(code, &message)),
+            CheckOutcome::Expired => Err(Refusal::bad_request(
+                "expired_random_value",
+                "The random value has expired; generate a new one.",
+            )),
+        }
+    }
+
+    /// `PUT /order/certificate/{order_id}/dcv-random-value`: the current token while it is
+    /// valid, else a new one (which names must then be published with).
+    pub(crate) fn dcv_random_value(
+        &mut self,
+        shared: &Shared,
+        order_id: u64,
+        now_us: u64,
+    ) -> Result<Value, Refusal> {
+        let index = self
+            .newest_reissue(order_id)
+            .ok_or_else(Refusal::no_token)?;
+        let run_out = self.reissues[index]
+            .dcv
+            .as_ref()
+            .is_some_and(|gate| now_us >= gate.token_expires_us && gate.validated_us.is_none());
+        let fresh = run_out.then(|| self.dcv_token());
+        let Some(gate) = self.reissues[index].dcv.as_mut() else {
+            return Err(Refusal::no_token());
+        };
+        if let Some(fresh) = fresh {
+            gate.token = fresh;
+            gate.token_expires_us = now_us.saturating_add(shared.token_validity_us());
+        }
+        let expires = shared.clock.date_time(gate.token_expires_us);
+        let expiration_date = format!("{}Z", date_time(expires).trim_end_matches("+00:00"));
+        Ok(json!({"dcv_random_value": gate.token, "expiration_date": expiration_date}))
+    }
+
+    /// The customer's automation published `value` for `dns_name`.
+    pub(crate) fn publish_dcv_token(&mut self, dns_name: &str, value: &str) {
+        self.published
+            .entry(rotation::name_key(dns_name))
+            .or_default()
+            .insert(value.to_owned());
+    }
+
+    /// Every token not yet used up runs out now (a test's shortcut through 30 days).
+    pub(crate) fn expire_dcv_tokens(&mut self, now_us: u64) {
+        for gate in self.reissues.iter_mut().filter_map(|r| r.dcv.as_mut()) {
+            if gate.validated_us.is_none() {
+                gate.token_expires_us = gate.token_expires_us.min(now_us);
+            }
+        }
+    }
+
+    /// The current DCV token of the order's newest reissue.
+    pub(crate) fn dcv_token_of(&self, order_id: u64) -> Option<String> {
+        let index = *self.orders.get(&order_id)?.reissues.last()?;
+        self.reissues[index].dcv.as_ref().map(|g| g.token.clone())
+    }
+
+    /// One reissue request as `GET /request` and `GET /request/{id}` show it.
+    fn request_status(&self, shared: &Shared, reissue: &Reissue, now_us: u64) -> &'static str {
+        let issued = matches!(
+            self.status(shared, reissue, now_us),
+            ReissueStatus::Issued { .. }
+        );
+        reissue.approval.request_status(issued)
+    }
+
+    fn request_json(&self, shared: &Shared, request_id: u64, index: usize, now_us: u64) -> Value {
+        let reissue = &self.reissues[index];
+        let accepted = &self.ledger.accepted[index];
+        let date_processed = reissue
+            .approval
+            .approved_us
+            .map(|us| date_time(shared.clock.date_time(us)));
+        json!({
+            "id": request_id,
+            "date": date_time(shared.clock.date_time(reissue.accepted_us)),
+            "type": "reissue",
+            "status": self.request_status(shared, reissue, now_us),
+            "date_processed": date_processed,
+            "order": {
+                "id": accepted.order_id,
+                "certificate": {"common_name": reissue.fields.common_name},
+            },
+        })
+    }
+
+    /// `GET /request/{request_id}`.
+    pub(crate) fn request_info(
+        &self,
+        shared: &Shared,
+        request_id: u64,
+        now_us: u64,
+    ) -> Result<Value, Refusal> {
+        let index = *self
+            .requests
+            .get(&request_id)
+            .ok_or_else(Refusal::no_request)?;
+        Ok(self.request_json(shared, request_id, index, now_us))
+    }
+
+    /// `GET /request`: reissue requests by id, filtered by status, one page.
+    pub(crate) fn request_list(&self, shared: &Shared, query: &RequestQuery, now_us: u64) -> Value {
+        let mut ids: Vec<(u64, usize)> = self
+            .requests
+            .iter()
+            .filter(|(_, index)| {
+                query.status.as_deref().is_none_or(|wanted| {
+                    self.request_status(shared, &self.reissues[**index], now_us) == wanted
+                })
+            })
+            .map(|(id, index)| (*id, *index))
+            .collect();
+        ids.sort_unstable();
+        let total = ids.len();
+        let requests: Vec<Value> = ids
+            .into_iter()
+            .skip(query.offset)
+            .take(query.limit)
+            .map(|(id, index)| self.request_json(shared, id, index, now_us))
+            .collect();
+        json!({
+            "requests": requests,
+            "page": {"total": total, "limit": query.limit, "offset": query.offset},
+        })
+    }
+
+    /// `PUT /request/{request_id}/status`: approves a pending request (the only change the
+    /// simulator models).
+    pub(crate) fn set_request_status(
+        &mut self,
+        shared: &Shared,
+        request_id: u64,
+        body: &Value,
+        now_us: u64,
+    ) -> Result<(), Refusal> {
+        let index = *self
+            .requests
+            .get(&request_id)
+            .ok_or_else(Refusal::no_request)?;
+        if body.get("status").and_then(Value::as_str) != Some("approved") {
+            return Err(Refusal::bad_request(
+                "invalid_param:status",
+                "status must be approved (the simulator models no other change).",
+            ));
+        }
+        if self.request_status(shared, &self.reissues[index], now_us) != "pending" {
+            return Err(Refusal::bad_request(
+                "invalid_request_status",
+                "The request is not pending.",
+            ));
+        }
+        self.reissues[index].approval.approved_us = Some(now_us);
+        self.ledger.approvals.push(Approval {
+            request_id,
+            order_id: self.ledger.accepted[index].order_id,
+            processor_comment: body
+                .get("processor_comment")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            approved_at_ms: shared.clock.unix_ms(now_us),
+        });
+        Ok(())
+    }
+}
+
+/// An order's status for a reissue in this state.
+fn order_status(status: ReissueStatus) -> &'static str {
+    match status {
+        ReissueStatus::Issued { .. } => "issued",
+        ReissueStatus::Pending => "reissue_pending",
+        ReissueStatus::NeedsApproval => "needs_approval",
+    }
+}
+
+/// An error answer from the account's rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl Refusal {
+    fn bad_request(code: &str, message: &str) -> Self {
+        Self {
+            status: 400,
+            code: code.to_owned(),
+            message: message.to_owned(),
+        }
+    }
+
+    fn no_token() -> Self {
+        Self::bad_request(
+            "invalid_dcv_method",
+            "The order has no pending reissue with a token DCV method.",
+        )
+    }
+
+    fn no_request() -> Self {
+        Self {
+            status: 404,
+            code: "not_found|request".to_owned(),
+            message: "The request could not be found.".to_owned(),
+        }
+    }
+}
+
+/// When the reissue had passed every gate (accepted, approved, domains validated); `None`
+/// while its DCV waits.
+fn ready_us(reissue: &Reissue) -> Option<u64> {
+    let validated = match &reissue.dcv {
+        None => 0,
+        Some(gate) => gate.validated_us?,
+    };
+    Some(
+        reissue
+            .accepted_us
+            .max(reissue.approval.approved_us.unwrap_or(0))
+            .max(validated),
+    )
 }
 
 fn take_id(next: &mut u64) -> u64 {
