@@ -8,7 +8,10 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 use reqwest::{Method, StatusCode};
 
-pub use wire::{OrderInfo, ReissueEntry, ServiceError, StatusChange};
+pub use wire::{
+    DcvCheck, DcvToken, NameValidation, OrderInfo, ReissueEntry, RequestInfo, RequestPage,
+    ServiceError, StatusChange,
+};
 
 use crate::secret::ApiKey;
 
@@ -292,6 +295,55 @@ impl Client {
         );
         let (_, bytes) = self.send(Method::GET, &url, None).await?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// `PUT /order/certificate/{order_id}/check-dcv`: asks CertCentral to check every domain.
+    pub async fn check_dcv(&self, order_id: i64) -> Result<DcvCheck, ApiError> {
+        let url = format!("{}/order/certificate/{order_id}/check-dcv", self.base_url);
+        let (_, bytes) = self.send(Method::PUT, &url, None).await?;
+        // A 200 whose body cannot be read still says the check ran; its details are lost.
+        Ok(serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    /// `PUT /order/certificate/{order_id}/dcv-random-value`: the current token, or a new one
+    /// when it has run out.
+    pub async fn dcv_random_value(&self, order_id: i64) -> Result<DcvToken, ApiError> {
+        let url = format!(
+            "{}/order/certificate/{order_id}/dcv-random-value",
+            self.base_url
+        );
+        let (_, bytes) = self.send(Method::PUT, &url, None).await?;
+        serde_json::from_slice(&bytes).map_err(ApiError::Decode)
+    }
+
+    /// `GET /request?filters[status]=pending`, one page.
+    pub async fn pending_requests(&self, offset: u64, limit: u64) -> Result<RequestPage, ApiError> {
+        let url = format!(
+            "{}/request?filters%5Bstatus%5D=pending&offset={offset}&limit={limit}",
+            self.base_url
+        );
+        self.get_json(&url).await
+    }
+
+    /// `GET /request/{request_id}`.
+    pub async fn request_info(&self, request_id: i64) -> Result<RequestInfo, ApiError> {
+        let url = format!("{}/request/{request_id}", self.base_url);
+        self.get_json(&url).await
+    }
+
+    /// `PUT /request/{request_id}/status` with `approved` and the comment.
+    pub async fn approve_request(
+        &self,
+        request_id: i64,
+        comment: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let url = format!("{}/request/{request_id}/status", self.base_url);
+        let mut body = serde_json::json!({"status": "approved"});
+        if let Some(comment) = comment {
+            body["processor_comment"] = comment.into();
+        }
+        self.send(Method::PUT, &url, Some(body.to_string())).await?;
+        Ok(())
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, ApiError> {

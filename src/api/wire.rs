@@ -139,6 +139,64 @@ pub struct StatusChange {
     pub status: Option<String>,
 }
 
+/// `PUT /order/certificate/{id}/check-dcv`, a 200 answer.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DcvCheck {
+    pub order_status: Option<String>,
+    pub certificate_id: Option<u64>,
+    pub dcv_status: Option<String>,
+    #[serde(default)]
+    pub dns_name_validations: Vec<NameValidation>,
+}
+
+/// One name's DCV status in a check's answer.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NameValidation {
+    pub dns_name: Option<String>,
+    pub status: Option<String>,
+}
+
+/// `PUT /order/certificate/{id}/dcv-random-value`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DcvToken {
+    pub dcv_random_value: Option<String>,
+    pub expiration_date: Option<String>,
+}
+
+/// `GET /request/{id}`, or one entry of `GET /request`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RequestInfo {
+    pub id: Option<u64>,
+    pub date: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub status: Option<String>,
+    pub order: Option<RequestOrder>,
+}
+
+/// The order a request is about.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RequestOrder {
+    pub id: Option<u64>,
+}
+
+/// One page of `GET /request`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RequestPage {
+    #[serde(default)]
+    pub requests: Vec<RequestInfo>,
+    #[serde(default)]
+    pub page: Page,
+}
+
+/// Where a page sits in the whole list.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Page {
+    pub total: Option<u64>,
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,6 +74,7 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
     let client = sender.client.clone();
     let limiter = sender.limiter.clone();
     let exit = super::run::plan_and_send(&journal_path, &run_args, sender).await?;
+    check_domain_control(&journal_path, &sim, &client, &limiter).await?;
     let certs = journal_path.with_file_name("certs");
     collect_certificates(&journal_path, &client, &limiter, &certs).await?;
     let journal = crate::journal::Journal::open_read_only(&journal_path).await?;
@@ -99,6 +100,60 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
         manifest.display(),
     );
     Ok(exit)
+}
+
+/// Domain control: publish each token (the simulator stands in for DNS automation), then ask
+/// CertCentral to check, as `reissuer dcv check --wait` does.
+async fn check_domain_control(
+    journal_path: &std::path::Path,
+    sim: &simulator::SimulatorHandle,
+    client: &Client,
+    limiter: &Arc<Limiter>,
+) -> anyhow::Result<()> {
+    let journal = crate::journal::Journal::open(journal_path).await?;
+    let Some(run) = journal.newest_run().await? else {
+        return Ok(());
+    };
+    let tokens = journal.dcv_items(run.id).await?;
+    if tokens.is_empty() {
+        journal.close().await;
+        return Ok(());
+    }
+    eprintln!(
+        "\npublishing {} DCV token(s) (reissuer report --dcv; your DNS automation), then: reissuer dcv check --wait 10s",
+        tokens.len()
+    );
+    for item in &tokens {
+        let row = crate::campaign::dcv::DcvRow::from_payload(
+            item.order_id,
+            &item.payload,
+            item.dcv_random_value.clone(),
+        )?;
+        for name in row.common_name.iter().chain(&row.dns_names) {
+            sim.publish_dcv_token(name, &row.dcv_random_value);
+        }
+    }
+    let options = crate::campaign::dcv::check::CheckOptions {
+        wait: Duration::from_secs(10),
+        concurrency: 4,
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let summary =
+        crate::campaign::dcv::check::check(&journal, client, limiter, run.id, &options, &cancel)
+            .await?;
+    for order_id in &summary.validated {
+        eprintln!("  order {order_id}: domain control validated");
+    }
+    for order in &summary.waiting {
+        eprintln!(
+            "  order {}: awaits DCV ({}): {}",
+            order.order_id,
+            order.reason,
+            order.names.join(" ")
+        );
+    }
+    journal.close().await;
+    Ok(())
 }
 
 /// The rest of a campaign: wait for issuance and download the certificates.

@@ -11,6 +11,7 @@ use crate::config::Quota;
 use crate::exit::Exit;
 
 mod collect;
+pub mod dcv;
 mod demo;
 pub mod keygen;
 mod run;
@@ -85,6 +86,8 @@ pub enum Command {
     /// Generate a private key and CSR per order, and a new manifest that points at the CSRs.
     #[command(long_about = keygen::LONG_ABOUT)]
     Keygen(keygen::KeygenArgs),
+    /// Domain control for token-DCV reissues: `dcv check` asks CertCentral to check it.
+    Dcv(dcv::DcvArgs),
 }
 
 /// How a manifest is read into orders.
@@ -370,6 +373,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             Command::Report(args) => status::report(&cli, args).await,
             Command::Demo(args) => demo::demo(&cli, args).await,
             Command::Collect(args) => collect::collect(&cli, args).await,
+            Command::Dcv(args) => dcv::dcv(&cli, args).await,
             Command::Simulate(_) => unreachable!("handled above"),
             Command::Validate(_) => unreachable!("handled above"),
             Command::Keygen(_) => unreachable!("handled above"),

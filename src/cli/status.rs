@@ -20,13 +20,14 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
     for run in runs {
         let counts = journal.counts(run.id).await?;
         let collection = journal.collection(run.id).await?;
-        entries.push((run, counts, collection));
+        let rotation = journal.rotation(run.id).await?;
+        entries.push((run, counts, collection, rotation));
     }
     let mut out = std::io::stdout().lock();
     if args.json {
         let json: Vec<serde_json::Value> = entries
             .iter()
-            .map(|(run, counts, collection)| {
+            .map(|(run, counts, collection, rotation)| {
                 serde_json::json!({
                     "run": run.id,
                     "created_at": run.created_at,
@@ -39,6 +40,7 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
                     "finished": counts.open() == 0,
                     "total": counts.total(),
                     "collection": collection,
+                    "rotation": rotation,
                     "counts": ItemState::ALL.iter().map(|s| (s.as_str().to_owned(), serde_json::json!(counts.get(*s)))).collect::<serde_json::Map<_, _>>(),
                 })
             })
@@ -48,7 +50,7 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
     } else if entries.is_empty() {
         writeln!(out, "no runs in {}", cli.journal_path().display())?;
     } else {
-        for (run, counts, collection) in &entries {
+        for (run, counts, collection, rotation) in &entries {
             let state = if counts.open() == 0 {
                 "finished"
             } else {
@@ -82,6 +84,17 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
                     out,
                     "         certificates: {} downloaded, {} issued not downloaded, {} awaiting issuance",
                     collection.downloaded, collection.issued, collection.awaiting_issuance
+                )?;
+            }
+            if rotation.awaiting_dcv + rotation.awaiting_approval + rotation.issued > 0 {
+                writeln!(
+                    out,
+                    "         rotation: {} awaiting DCV, {} awaiting approval, {} issued, {} downloaded, {} deployed",
+                    rotation.awaiting_dcv,
+                    rotation.awaiting_approval,
+                    rotation.issued,
+                    rotation.downloaded,
+                    rotation.deployed
                 )?;
             }
             if args.run_id.is_some() {

@@ -5,7 +5,9 @@
 //! it announces is sent.
 
 mod campaign;
+mod dcv;
 mod items;
+mod rotation;
 mod runs;
 pub mod state;
 
@@ -20,7 +22,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 pub use campaign::{Collectable, Collection, OrderFacts};
+pub use dcv::{DcvWaiting, NameStatus};
 pub use items::{Change, ItemRow, Outcome, WorkItem};
+pub use rotation::Rotation;
 pub use runs::{Counts, NewRun, Planner, RunRow};
 pub use state::ItemState;
 
