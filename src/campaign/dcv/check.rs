@@ -272,6 +272,10 @@ pub async fn check(
     for item in journal.dcv_waiting(run_id).await? {
         summary.waiting.push(waiting_order(journal, &item).await?);
     }
+    // Answers arrive in any order; reports list orders in order.
+    summary.validated.sort_unstable();
+    summary.new_tokens.sort_unstable();
+    summary.new_tokens.dedup();
     Ok(summary)
 }
 
