@@ -95,8 +95,11 @@ pub(crate) fn after_lookup(
                 attempts: item.attempts - i64::from(facts.refund),
                 ..item
             };
+            // An in_flight item's last attempt counts even if it may never have left: nothing
+            // tells a request killed in the limiter from one killed on the wire, and sending
+            // again after the last allowed attempt would exceed --max-attempts.
             let budget_left = item.attempts < i64::from(policy.max_attempts);
-            let decision = if budget_left || state == ItemState::InFlight {
+            let decision = if budget_left {
                 let outcome = Outcome {
                     uncharged: facts.refund,
                     ..Outcome::default()

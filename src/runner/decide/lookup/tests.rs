@@ -115,8 +115,10 @@ fn every_lookup_verdict_in_each_state_it_can_meet() {
         ("not found, may still arrive", Verdict::NotFound, Uncertain, 1, settling, p(), no_move(LookUpLater, none, settles)),
         ("not found", Verdict::NotFound, InFlight, 1, facts(), p(), expect(Pending, SendLater, none, decided)),
         ("not found", Verdict::NotFound, Uncertain, 1, facts(), p(), expect(Pending, SendLater, none, decided)),
-        // An in_flight mark may be a send that never left: that does not use up the budget.
-        ("not found, budget spent", Verdict::NotFound, InFlight, max, facts(), p(), expect(Pending, SendLater, none, decided)),
+        // The last allowed attempt was in flight when the run ended: it may have left, so no
+        // further send.
+        ("not found, budget spent", Verdict::NotFound, InFlight, max, facts(), p(), expect(Failed, Nothing, none, decided)),
+        ("not found, budget spent, refunded", Verdict::NotFound, InFlight, max, LookupFacts { refund: true, ..facts() }, p(), expect(Pending, SendLater, none, decided)),
         ("not found, budget spent", Verdict::NotFound, Uncertain, max, facts(), p(), expect(Failed, Nothing, none, decided)),
         ("not found, pages not there yet", Verdict::NotFound, Uncertain, 1, not_reached, p(), expect(Pending, Nothing, none, decided)),
         ("not found, other run", Verdict::NotFound, InFlight, 1, other_run, p(), expect(Pending, Nothing, none, decided)),
@@ -216,4 +218,29 @@ fn an_attempt_charged_before_its_outage_was_known_is_given_back_when_it_goes_bac
         panic!("not sent again");
     };
     assert_eq!(again.attempts, max - 1);
+}
+
+#[test]
+fn the_last_allowed_attempt_found_in_flight_and_not_received_fails_instead_of_going_again() {
+    let max = i64::from(MAX_ATTEMPTS);
+    let decision = after_lookup(
+        item(max),
+        ItemState::InFlight,
+        Verdict::NotFound,
+        record(),
+        &facts(),
+        &policy(),
+    );
+    assert!(
+        decision.follow_up.is_none(),
+        "no send beyond --max-attempts: {decision:?}"
+    );
+    assert!(
+        decision.changes.iter().any(|c| matches!(
+            c,
+            Change::Transition { from: ItemState::InFlight, to: ItemState::Failed, outcome, .. }
+                if outcome.failure_kind == Some("transient")
+        )),
+        "failed as transient: {decision:?}"
+    );
 }
