@@ -109,9 +109,10 @@ impl Schedule {
 
     /// The pages have passed this item: if it becomes pending again, only a job queued here
     /// sends it. (One the pages have not reached yet is sent when they do; queuing it too
-    /// would send it twice.)
+    /// would send it twice.) Once a short page came no page is read again, so every item is
+    /// past, even one above the last paged in (it was not pending when that page was read).
     pub(crate) fn paged_past(&self, item_id: i64) -> bool {
-        item_id <= self.after_id
+        item_id <= self.after_id || self.exhausted
     }
 
     /// When the earliest delayed job falls due (sends only if they are allowed).
@@ -240,6 +241,21 @@ mod tests {
         assert!(schedule.paged_past(4));
         assert!(schedule.paged_past(9));
         assert!(!schedule.paged_past(10));
+    }
+
+    #[test]
+    fn after_a_short_page_an_item_above_it_is_requeued_here_as_no_page_will_reach_it() {
+        let mut schedule = Schedule::default();
+        let now = Instant::now();
+        // Items 8 and 9 were in flight, not pending, when the page was read.
+        schedule.add_page(vec![item(4), item(7)], 10);
+        assert!(schedule.paged_past(9));
+        assert_eq!(next_id(&mut schedule, now, true), Ok(('s', 4)));
+        assert_eq!(next_id(&mut schedule, now, true), Ok(('s', 7)));
+        assert!(
+            matches!(schedule.next(now, true), Next::Idle),
+            "no page is read again"
+        );
     }
 
     #[test]

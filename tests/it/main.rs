@@ -4,6 +4,7 @@ mod faults;
 mod keygen;
 mod manifest;
 mod outage;
+mod resume_edges;
 mod rotation;
 mod send;
 mod stops;
