@@ -162,9 +162,11 @@ impl Breaker {
                 self.trip(now);
                 Change::Tripped { items }
             }
-            (State::Closed { .. }, Signal::Unreachable) => {
+            (State::Closed { failing }, Signal::Unreachable) => {
+                // Failures just before it (timeouts, then refusals) were the outage beginning.
+                let items = failing.iter().filter_map(|(_, item)| *item).collect();
                 self.trip(now);
-                Change::Tripped { items: Vec::new() }
+                Change::Tripped { items }
             }
             // An answer to a request sent before or during the outage: it is over.
             (State::Open { since, .. } | State::Probing { since, .. }, Signal::Answered) => {

@@ -52,6 +52,20 @@ fn failures_about_three_different_orders_in_a_row_open_it_and_name_their_items()
 }
 
 #[test]
+fn failures_just_before_a_request_that_never_left_are_named_as_part_of_the_outage() {
+    let now = Instant::now();
+    let mut breaker = Breaker::new(policy(), 1);
+    assert_eq!(breaker.observe(failed(1), now), Change::None);
+    assert_eq!(breaker.observe(failed(2), now), Change::None);
+    assert_eq!(
+        breaker.observe(Signal::Unreachable, now),
+        Change::Tripped {
+            items: vec![1001, 1002]
+        }
+    );
+}
+
+#[test]
 fn one_order_failing_again_and_again_is_not_an_outage() {
     let now = Instant::now();
     let mut breaker = Breaker::new(policy(), 1);
