@@ -4,8 +4,9 @@ use std::io::Write;
 
 use crate::journal::ItemRow;
 
-/// The contract's columns, in order, then the two `collect` fills in.
-pub const COLUMNS: [&str; 12] = [
+/// The contract's columns, in order, then the two `collect` fills in, then the run whose
+/// success a skipped order stands for.
+pub const COLUMNS: [&str; 13] = [
     "order_id",
     "state",
     "attempts",
@@ -18,6 +19,7 @@ pub const COLUMNS: [&str; 12] = [
     "line",
     "issue_status",
     "certificate_file",
+    "from_run",
 ];
 
 pub fn write_csv(rows: &[ItemRow], out: impl Write) -> Result<(), csv::Error> {
@@ -38,6 +40,7 @@ pub fn write_csv(rows: &[ItemRow], out: impl Write) -> Result<(), csv::Error> {
             row.line.to_string(),
             row.issue_status.clone().unwrap_or_default(),
             row.certificate_file.clone().unwrap_or_default(),
+            opt(row.from_run),
         ])?;
     }
     writer.flush()?;
@@ -67,6 +70,7 @@ mod tests {
             line: 3,
             issue_status: None,
             certificate_file: None,
+            from_run: None,
         }
     }
 
@@ -79,12 +83,12 @@ mod tests {
         assert_eq!(
             lines.next(),
             Some(
-                "order_id,state,attempts,http_status,error_code,error_message,request_id,certificate_id,dcv_random_value,line,issue_status,certificate_file"
+                "order_id,state,attempts,http_status,error_code,error_message,request_id,certificate_id,dcv_random_value,line,issue_status,certificate_file,from_run"
             )
         );
         assert_eq!(
             lines.next(),
-            Some("5,failed,1,404,not_found|order,\"Order not found, sorry\",,,,3,,")
+            Some("5,failed,1,404,not_found|order,\"Order not found, sorry\",,,,3,,,")
         );
     }
 

@@ -12,8 +12,11 @@ use crate::exit::Exit;
 
 mod collect;
 pub mod dcv;
+mod color;
 mod demo;
+mod docs;
 pub mod keygen;
+mod prune;
 mod run;
 mod send;
 pub mod simulate;
@@ -31,7 +34,8 @@ mod validate;
 Exit codes: 0 every order succeeded or was skipped; 1 some failed, are uncertain or invalid; \
 2 usage error or invalid manifest (nothing sent); 3 interrupted by SIGINT/SIGTERM (resumable); \
 4 credentials refused (401/403); 5 the journal is locked by another process; \
-6 CertCentral unreachable, or its server certificate not trusted (unsent items still pending)."
+6 CertCentral unreachable, or its server certificate not trusted (unsent items still pending).\n\n\
+Colour: only on a terminal and never when NO_COLOR is set, unless --color always."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -45,6 +49,18 @@ pub struct Cli {
     /// Log line format on stderr (filter with RUST_LOG, e.g. RUST_LOG=debug).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Colour in log lines: auto (only when stderr is a terminal and NO_COLOR is not set),
+    /// always, or never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 impl Cli {
@@ -88,6 +104,14 @@ pub enum Command {
     Keygen(keygen::KeygenArgs),
     /// Domain control for token-DCV reissues: `dcv check` asks CertCentral to check it.
     Dcv(dcv::DcvArgs),
+    /// Remove finished runs (their items and attempts) from the journal and reclaim the space.
+    #[command(long_about = prune::LONG_ABOUT)]
+    Prune(prune::PruneArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(long_about = docs::COMPLETIONS_ABOUT)]
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (roff), e.g. `reissuer man > reissuer.1`.
+    Man,
 }
 
 /// How a manifest is read into orders.
@@ -222,9 +246,18 @@ pub struct StatusArgs {
     #[arg(long = "run", value_name = "ID")]
     pub run_id: Option<i64>,
 
-    /// Print JSON instead of a table.
+    /// Print JSON instead of a table (every run, oldest first, unless --last is given).
     #[arg(long)]
     pub json: bool,
+
+    /// Show every run (the table shows the newest 10 by default).
+    #[arg(long, conflicts_with_all = ["run_id", "last"])]
+    pub all: bool,
+
+    /// Show the newest N runs.
+    #[arg(long, value_name = "N", conflicts_with = "run_id",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub last: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -352,9 +385,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     match &cli.command {
         Command::Validate(args) => return validate::validate(args),
         Command::Run(args) if args.dry_run => return validate::dry_run(args),
+        Command::Completions(args) => return docs::completions(args),
+        Command::Man => return docs::man(),
         _ => {}
     }
-    init_tracing(cli.log_format);
+    init_tracing(cli.log_format, cli.color);
     if let Command::Keygen(args) = &cli.command {
         return keygen::keygen(&cli.journal_path(), args);
     }
@@ -374,15 +409,24 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             Command::Demo(args) => demo::demo(&cli, args).await,
             Command::Collect(args) => collect::collect(&cli, args).await,
             Command::Dcv(args) => dcv::dcv(&cli, args).await,
+            Command::Prune(args) => prune::prune(&cli, args).await,
             Command::Simulate(_) => unreachable!("handled above"),
             Command::Validate(_) => unreachable!("handled above"),
             Command::Keygen(_) => unreachable!("handled above"),
+            Command::Completions(_) | Command::Man => unreachable!("handled above"),
         }
     })
 }
 
 /// Logs go to stderr through the progress bar's writer, so a log line never tears the bar.
-fn init_tracing(format: LogFormat) {
+/// Colour only as `--color` and the terminal allow: cron mail and log files get plain lines.
+fn init_tracing(format: LogFormat, color: ColorChoice) {
+    use std::io::IsTerminal;
+    let ansi = color::enabled(
+        color,
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -395,6 +439,7 @@ fn init_tracing(format: LogFormat) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(writer)
+                    .with_ansi(ansi)
                     .with_target(false),
             )
             .with(indicatif)
@@ -404,6 +449,7 @@ fn init_tracing(format: LogFormat) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
+                    .with_ansi(false)
                     .with_writer(std::io::stderr),
             )
             .try_init(),

@@ -6,104 +6,189 @@ use anyhow::Context;
 
 use crate::campaign::dcv::DcvRow;
 use crate::exit::Exit;
-use crate::journal::{ItemState, Journal};
+use crate::journal::{Collection, Counts, ItemState, Journal, Rotation, RunRow};
 
 use super::{Cli, ReportArgs, ReportFormat, StatusArgs};
 
+/// Runs the table shows when neither `--all` nor `--last` is given.
+const DEFAULT_LAST: usize = 10;
+
+/// What `status` says of one run.
+struct Entry {
+    run: RunRow,
+    counts: Counts,
+    collection: Collection,
+    rotation: Rotation,
+    /// HTTP requests the run made (reissues and lookups).
+    requests: u64,
+    /// The newest run that took over this run's pending orders, when none is left to it.
+    taken_over_by: Option<i64>,
+}
+
+impl Entry {
+    fn state(&self) -> String {
+        match (self.counts.open(), self.taken_over_by) {
+            (0, _) => "finished".to_owned(),
+            (_, Some(taker)) => format!("taken over by run {taker}"),
+            (_, None) => "unfinished".to_owned(),
+        }
+    }
+}
+
 pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit> {
     let journal = Journal::open_read_only(&cli.journal_path()).await?;
-    let runs = match args.run_id {
+    let mut runs = match args.run_id {
         Some(id) => vec![journal.run(id).await?],
         None => journal.runs().await?,
     };
+    let total_runs = runs.len();
+    let last = match (args.last, args.all, args.json) {
+        (Some(n), _, _) => usize::try_from(n).unwrap_or(usize::MAX),
+        (None, true, _) | (None, false, true) => usize::MAX,
+        (None, false, false) => DEFAULT_LAST,
+    };
+    runs.drain(..runs.len().saturating_sub(last));
     let mut entries = Vec::new();
     for run in runs {
         let counts = journal.counts(run.id).await?;
         let collection = journal.collection(run.id).await?;
         let rotation = journal.rotation(run.id).await?;
-        entries.push((run, counts, collection, rotation));
+        let requests = journal.request_count(run.id).await?;
+        let taken_over_by = match counts.open() {
+            0 => None,
+            _ => match journal.takeover(run.id).await? {
+                (0, taker) => taker,
+                _ => None,
+            },
+        };
+        entries.push(Entry {
+            run,
+            counts,
+            collection,
+            rotation,
+            requests,
+            taken_over_by,
+        });
     }
+    journal.close().await;
     let mut out = std::io::stdout().lock();
     if args.json {
-        let json: Vec<serde_json::Value> = entries
-            .iter()
-            .map(|(run, counts, collection, rotation)| {
-                serde_json::json!({
-                    "run": run.id,
-                    "created_at": run.created_at,
-                    "updated_at": run.updated_at,
-                    "manifest": run.manifest,
-                    "base_url": run.base_url,
-                    "options": serde_json::from_str::<serde_json::Value>(&run.options).unwrap_or_default(),
-                    "last_stop": run.last_stop,
-                    "unreachable_since": run.unreachable_since,
-                    "finished": counts.open() == 0,
-                    "total": counts.total(),
-                    "collection": collection,
-                    "rotation": rotation,
-                    "counts": ItemState::ALL.iter().map(|s| (s.as_str().to_owned(), serde_json::json!(counts.get(*s)))).collect::<serde_json::Map<_, _>>(),
-                })
-            })
-            .collect();
+        let json: Vec<serde_json::Value> = entries.iter().map(entry_json).collect();
         serde_json::to_writer_pretty(&mut out, &json)?;
         writeln!(out)?;
     } else if entries.is_empty() {
         writeln!(out, "no runs in {}", cli.journal_path().display())?;
     } else {
-        for (run, counts, collection, rotation) in &entries {
-            let state = if counts.open() == 0 {
-                "finished"
-            } else {
-                "unfinished"
-            };
+        // Newest first: the run a cron job made last night is the one asked about.
+        for entry in entries.iter().rev() {
+            write_entry(&mut out, entry, args.run_id.is_some())?;
+        }
+        if entries.len() < total_runs {
             writeln!(
                 out,
-                "run {:<4} {state:<10} {} orders: {}",
-                run.id,
-                counts.total(),
-                counts.summary()
+                "(the newest {} of {total_runs} runs; --all lists every run, --last N the newest N)",
+                entries.len()
             )?;
-            writeln!(
-                out,
-                "         started {}, last change {}, last stop: {}",
-                run.created_at,
-                run.updated_at,
-                run.last_stop.as_deref().unwrap_or("-")
-            )?;
-            writeln!(
-                out,
-                "         manifest {}, account {}",
-                run.manifest.as_deref().unwrap_or("-"),
-                run.base_url
-            )?;
-            if let Some(since) = &run.unreachable_since {
-                writeln!(out, "         CertCentral unreachable since {since}")?;
-            }
-            if collection.downloaded + collection.issued > 0 {
-                writeln!(
-                    out,
-                    "         certificates: {} downloaded, {} issued not downloaded, {} awaiting issuance",
-                    collection.downloaded, collection.issued, collection.awaiting_issuance
-                )?;
-            }
-            if rotation.awaiting_dcv + rotation.awaiting_approval + rotation.issued > 0 {
-                writeln!(
-                    out,
-                    "         rotation: {} awaiting DCV, {} awaiting approval, {} issued, {} downloaded, {} deployed",
-                    rotation.awaiting_dcv,
-                    rotation.awaiting_approval,
-                    rotation.issued,
-                    rotation.downloaded,
-                    rotation.deployed
-                )?;
-            }
-            if args.run_id.is_some() {
-                writeln!(out, "         options {}", run.options)?;
-            }
         }
     }
-    journal.close().await;
     Ok(Exit::Ok)
+}
+
+fn entry_json(entry: &Entry) -> serde_json::Value {
+    let Entry {
+        run,
+        counts,
+        collection,
+        rotation,
+        requests,
+        taken_over_by,
+    } = entry;
+    serde_json::json!({
+        "run": run.id,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+        "manifest": run.manifest,
+        "base_url": run.base_url,
+        "options": serde_json::from_str::<serde_json::Value>(&run.options).unwrap_or_default(),
+        "last_stop": run.last_stop,
+        "unreachable_since": run.unreachable_since,
+        "finished": counts.open() == 0,
+        "total": counts.total(),
+        "collection": collection,
+        "rotation": rotation,
+        "counts": ItemState::ALL.iter().map(|s| (s.as_str().to_owned(), serde_json::json!(counts.get(*s)))).collect::<serde_json::Map<_, _>>(),
+        "requests": requests,
+        "sent_nothing": *requests == 0,
+        "taken_over_by": taken_over_by,
+        "pruned_at": run.pruned_at,
+    })
+}
+
+fn write_entry(out: &mut impl Write, entry: &Entry, detailed: bool) -> std::io::Result<()> {
+    let Entry {
+        run,
+        counts,
+        collection,
+        rotation,
+        requests,
+        ..
+    } = entry;
+    let sent = match requests {
+        0 => "sent nothing".to_owned(),
+        n => format!("{n} request(s)"),
+    };
+    writeln!(
+        out,
+        "run {:<4} {:<10} {} orders: {}; {sent}",
+        run.id,
+        entry.state(),
+        counts.total(),
+        counts.summary()
+    )?;
+    writeln!(
+        out,
+        "         started {}, last change {}, last stop: {}",
+        run.created_at,
+        run.updated_at,
+        run.last_stop.as_deref().unwrap_or("-")
+    )?;
+    writeln!(
+        out,
+        "         manifest {}, account {}",
+        run.manifest.as_deref().unwrap_or("-"),
+        run.base_url
+    )?;
+    if let Some(since) = &run.unreachable_since {
+        writeln!(out, "         CertCentral unreachable since {since}")?;
+    }
+    if let Some(pruned_at) = &run.pruned_at {
+        writeln!(
+            out,
+            "         pruned {pruned_at}: only the successes later runs stand for are kept"
+        )?;
+    }
+    if collection.downloaded + collection.issued > 0 {
+        writeln!(
+            out,
+            "         certificates: {} downloaded, {} issued not downloaded, {} awaiting issuance",
+            collection.downloaded, collection.issued, collection.awaiting_issuance
+        )?;
+    }
+    if rotation.awaiting_dcv + rotation.awaiting_approval + rotation.issued > 0 {
+        writeln!(
+            out,
+            "         rotation: {} awaiting DCV, {} awaiting approval, {} issued, {} downloaded, {} deployed",
+            rotation.awaiting_dcv,
+            rotation.awaiting_approval,
+            rotation.issued,
+            rotation.downloaded,
+            rotation.deployed
+        )?;
+    }
+    if detailed {
+        writeln!(out, "         options {}", run.options)?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn report(cli: &Cli, args: &ReportArgs) -> anyhow::Result<Exit> {

@@ -75,11 +75,16 @@ impl Journal {
         Ok(())
     }
 
-    /// Succeeded items of the run whose certificate is not downloaded yet.
+    /// Succeeded items of the run, and the successes its skipped orders stand for, whose
+    /// certificate is not downloaded yet.
     pub async fn collectable(&self, run_id: i64) -> Result<Vec<Collectable>, JournalError> {
         Ok(sqlx::query_as(
             "SELECT id, order_id, payload, issue_status, issued_certificate_id FROM items
-             WHERE run_id = ? AND state = 'succeeded' AND downloaded_at IS NULL ORDER BY id",
+             WHERE id IN (SELECT id FROM items WHERE run_id = ?1 AND state = 'succeeded'
+                          UNION ALL SELECT success_id FROM skipped_items WHERE run_id = ?1
+                          UNION ALL SELECT skipped_for FROM items
+                              WHERE run_id = ?1 AND state = 'skipped')
+             AND state = 'succeeded' AND downloaded_at IS NULL ORDER BY id",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
@@ -131,7 +136,12 @@ impl Journal {
                  coalesce(sum(downloaded_at IS NOT NULL), 0),
                  coalesce(sum(downloaded_at IS NULL AND issue_status = 'issued'), 0),
                  coalesce(sum(downloaded_at IS NULL AND coalesce(issue_status, '') <> 'issued'), 0)
-             FROM items WHERE run_id = ? AND state = 'succeeded'",
+             FROM items
+             WHERE id IN (SELECT id FROM items WHERE run_id = ?1 AND state = 'succeeded'
+                          UNION ALL SELECT success_id FROM skipped_items WHERE run_id = ?1
+                          UNION ALL SELECT skipped_for FROM items
+                              WHERE run_id = ?1 AND state = 'skipped')
+             AND state = 'succeeded'",
         )
         .bind(run_id)
         .fetch_one(&self.pool)

@@ -6,15 +6,32 @@ use sqlx::{FromRow, Sqlite, Transaction};
 
 use super::{ItemState, Journal, JournalError, now_text};
 
-/// Run `?2`'s pending items become `skipped` where the identical payload for the same order
-/// already succeeded in a run against the same account (base URL); `?1` is the time.
-pub(super) const SKIP_ALREADY_SUCCEEDED: &str =
-    "UPDATE items SET state = 'skipped', updated_at = ?1
-     WHERE run_id = ?2 AND state = 'pending' AND EXISTS (
-         SELECT 1 FROM items s WHERE s.order_id = items.order_id
-         AND s.payload_digest = items.payload_digest AND s.state = 'succeeded'
-         AND s.run_id IN (SELECT id FROM runs WHERE base_url =
-             (SELECT base_url FROM runs WHERE id = ?2)))";
+// "Already succeeded" means: the same order, the identical payload, `succeeded` in a run
+// against the same account (base URL) as run `?1`/`?2`. The two statements below say it the
+// same way; keep them in step.
+
+/// For each `[order_id, payload_digest]` of the JSON array `?2` (by index): the newest success
+/// of that order and payload against run `?1`'s account, or NULL.
+pub(super) const SUCCESSES_OF_KEYS: &str = "SELECT j.key, (
+         SELECT max(s.id) FROM items s
+         WHERE s.order_id = j.value ->> 0 AND s.payload_digest = j.value ->> 1
+         AND s.state = 'succeeded' AND s.run_id IN (SELECT id FROM runs WHERE base_url =
+             (SELECT base_url FROM runs WHERE id = ?1)))
+     FROM json_each(?2) j";
+
+/// Run `?2`'s pending items become `skipped`, naming the success they stand for, where the
+/// identical payload for the same order succeeded meanwhile (in another run against the same
+/// account); `?1` is the time.
+const SKIP_ALREADY_SUCCEEDED: &str =
+    "UPDATE items SET state = 'skipped', updated_at = ?1, skipped_for = done.success_id
+     FROM (SELECT p.id AS item_id, max(s.id) AS success_id
+           FROM items p JOIN items s ON s.order_id = p.order_id
+               AND s.payload_digest = p.payload_digest AND s.state = 'succeeded'
+           WHERE p.run_id = ?2 AND p.state = 'pending'
+           AND s.run_id IN (SELECT id FROM runs WHERE base_url =
+               (SELECT base_url FROM runs WHERE id = ?2))
+           GROUP BY p.id) AS done
+     WHERE items.id = done.item_id AND items.state = 'pending'";
 
 /// An item the runner works on.
 #[derive(Debug, Clone, FromRow)]
@@ -48,6 +65,8 @@ pub struct ItemRow {
     /// Added after the contract's columns: how far `collect` got.
     pub issue_status: Option<String>,
     pub certificate_file: Option<String>,
+    /// For a skipped order: the run whose success it stands for.
+    pub from_run: Option<i64>,
 }
 
 /// An item whose answer carried a DCV token, with the body it was sent with.
@@ -143,6 +162,8 @@ impl Journal {
                  SELECT 1 FROM items o WHERE o.order_id = items.order_id AND o.run_id <> ?1
                  AND (o.state IN ('in_flight', 'uncertain')
                       OR (o.run_id > ?1 AND o.state <> 'invalid')))
+             AND NOT EXISTS (
+                 SELECT 1 FROM skipped_items k WHERE k.order_id = items.order_id AND k.run_id > ?1)
              ORDER BY id LIMIT ?3",
         )
         .bind(run_id)
@@ -238,12 +259,31 @@ impl Journal {
             .collect())
     }
 
-    /// Report rows of one run, in manifest order.
+    /// Report rows of one run, in manifest order. A skipped order shows the ids of the success
+    /// it stands for and that success's run (`from_run`).
     pub async fn report_rows(&self, run_id: i64) -> Result<Vec<ItemRow>, JournalError> {
         Ok(sqlx::query_as(
             "SELECT order_id, state, attempts, http_status, error_code, error_message, request_id,
-                    certificate_id, dcv_random_value, line, issue_status, certificate_file
-             FROM items WHERE run_id = ? ORDER BY line, id",
+                    certificate_id, dcv_random_value, line, issue_status, certificate_file,
+                    from_run
+             FROM (
+                 SELECT i.order_id, i.state, i.attempts, i.http_status, i.error_code,
+                        i.error_message,
+                        coalesce(i.request_id, s.request_id) AS request_id,
+                        coalesce(i.certificate_id, s.certificate_id) AS certificate_id,
+                        coalesce(i.dcv_random_value, s.dcv_random_value) AS dcv_random_value,
+                        i.line, coalesce(i.issue_status, s.issue_status) AS issue_status,
+                        coalesce(i.certificate_file, s.certificate_file) AS certificate_file,
+                        s.run_id AS from_run, i.id AS seq
+                 FROM items i LEFT JOIN items s ON s.id = i.skipped_for
+                 WHERE i.run_id = ?1
+                 UNION ALL
+                 SELECT k.order_id, 'skipped', 0, NULL, NULL, NULL, s.request_id,
+                        s.certificate_id, s.dcv_random_value, k.line, s.issue_status,
+                        s.certificate_file, s.run_id, NULL
+                 FROM skipped_items k LEFT JOIN items s ON s.id = k.success_id
+                 WHERE k.run_id = ?1)
+             ORDER BY line, seq",
         )
         .bind(run_id)
         .fetch_all(&self.pool)

@@ -8,6 +8,7 @@ mod campaign;
 mod dcv;
 mod items;
 mod rotation;
+mod prune;
 mod runs;
 pub mod state;
 
@@ -25,6 +26,7 @@ pub use campaign::{Collectable, Collection, OrderFacts};
 pub use dcv::{DcvWaiting, NameStatus};
 pub use items::{Change, ItemRow, Outcome, WorkItem};
 pub use rotation::Rotation;
+pub use prune::{PruneOutcome, PruneSelection, PrunedRun, Spared};
 pub use runs::{Counts, NewRun, Planner, RunRow};
 pub use state::ItemState;
 

@@ -32,6 +32,8 @@ pub struct RunRow {
     pub updated_at: String,
     /// Since when CertCentral has been unreachable for this run, while it is (RFC 3339).
     pub unreachable_since: Option<String>,
+    /// When `prune` removed the run's other items, keeping the successes later runs stand for.
+    pub pruned_at: Option<String>,
 }
 
 /// Items per state for one run.
@@ -90,6 +92,16 @@ impl Serialize for ItemState {
 /// keep memory flat.
 const PLAN_BATCH: usize = 512;
 
+/// A manifest row waiting in the planner's batch.
+struct PlannedRow {
+    order_id: i64,
+    line: u64,
+    payload: String,
+    payload_digest: String,
+    state: ItemState,
+    error_message: Option<String>,
+}
+
 /// A run being planned: every row of the manifest goes in inside one transaction, so an
 /// invalid manifest leaves the journal as it was.
 pub struct Planner {
@@ -98,10 +110,8 @@ pub struct Planner {
     force: bool,
     digest: Sha256,
     counts: Counts,
-    /// `[order_id, line, payload, payload_digest, state, error_message]` rows not inserted yet.
-    batch: Vec<serde_json::Value>,
-    /// The skip step ran and no row came after it.
-    settled: bool,
+    /// Rows not written yet.
+    batch: Vec<PlannedRow>,
 }
 
 impl Journal {
@@ -130,7 +140,6 @@ impl Journal {
             digest,
             counts: Counts::default(),
             batch: Vec::with_capacity(PLAN_BATCH),
-            settled: false,
         })
     }
 
@@ -184,7 +193,10 @@ impl Journal {
                  AND (i.state IN ('in_flight', 'uncertain')
                       OR (i.state = 'pending' AND NOT EXISTS (
                           SELECT 1 FROM items n WHERE n.order_id = i.order_id
-                          AND n.run_id > i.run_id AND n.state <> 'invalid'))))
+                          AND n.run_id > i.run_id AND n.state <> 'invalid')
+                          AND NOT EXISTS (
+                          SELECT 1 FROM skipped_items k WHERE k.order_id = i.order_id
+                          AND k.run_id > i.run_id))))
              ORDER BY id DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)
@@ -193,19 +205,51 @@ impl Journal {
 
     /// Counts per state of one run.
     pub async fn counts(&self, run_id: i64) -> Result<Counts, JournalError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT state, count(*) FROM items WHERE run_id = ? GROUP BY state")
-                .bind(run_id)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, count(*) FROM items WHERE run_id = ?1 GROUP BY state
+             UNION ALL SELECT 'skipped', count(*) FROM skipped_items WHERE run_id = ?1",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
         let mut counts = Counts::default();
-        for (state, n) in rows {
+        for (state, n) in rows.into_iter().filter(|(_, n)| *n != 0) {
             let state: ItemState = state.parse().map_err(|e: super::state::UnknownState| {
                 JournalError::Sql(sqlx::Error::Decode(Box::new(e)))
             })?;
             counts.add(state, n);
         }
         Ok(counts)
+    }
+
+    /// For a run with open items: how many are still its own to send or reconcile, and the
+    /// newest run that took over any of its pending orders (it holds the same order since).
+    /// A run with none of its own left and a taker is "taken over".
+    pub async fn takeover(&self, run_id: i64) -> Result<(u64, Option<i64>), JournalError> {
+        let (own, taker): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT
+                 (SELECT count(*) FROM items i WHERE i.run_id = ?1
+                  AND (i.state IN ('in_flight', 'uncertain')
+                       OR (i.state = 'pending' AND NOT EXISTS (
+                               SELECT 1 FROM items n WHERE n.order_id = i.order_id
+                               AND n.run_id > i.run_id AND n.state <> 'invalid')
+                           AND NOT EXISTS (
+                               SELECT 1 FROM skipped_items k WHERE k.order_id = i.order_id
+                               AND k.run_id > i.run_id)))),
+                 (SELECT max(taker) FROM (
+                      SELECT n.run_id AS taker FROM items p JOIN items n
+                          ON n.order_id = p.order_id AND n.run_id > p.run_id
+                          AND n.state <> 'invalid'
+                      WHERE p.run_id = ?1 AND p.state = 'pending'
+                      UNION ALL
+                      SELECT k.run_id FROM items p JOIN skipped_items k
+                          ON k.order_id = p.order_id AND k.run_id > p.run_id
+                      WHERE p.run_id = ?1 AND p.state = 'pending') AS takers)",
+        )
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((u64::try_from(own).unwrap_or(0), taker))
     }
 
     /// Remembers why the run last stopped (`finished`, `interrupted`, `credentials refused`).
@@ -241,8 +285,8 @@ impl Planner {
         self.run_id
     }
 
-    /// Adds a valid order as `pending`; [`Planner::settle`] later marks the ones whose
-    /// identical payload already succeeded `skipped`.
+    /// Adds a valid order: `skipped` when its identical payload already succeeded against the
+    /// same account (unless forced), `pending` otherwise.
     pub async fn add_order(
         &mut self,
         order_id: u64,
@@ -253,14 +297,14 @@ impl Planner {
         let order_id = i64::try_from(order_id).unwrap_or(i64::MAX);
         self.digest
             .update(format!("{order_id} {payload_digest}\n").as_bytes());
-        self.push(
+        self.push(PlannedRow {
             order_id,
             line,
-            canonical,
-            payload_digest,
-            ItemState::Pending,
-            None,
-        )
+            payload: canonical.to_owned(),
+            payload_digest: payload_digest.to_owned(),
+            state: ItemState::Pending,
+            error_message: None,
+        })
         .await
     }
 
@@ -274,72 +318,117 @@ impl Planner {
         let order_id = order_id.and_then(|id| i64::try_from(id).ok()).unwrap_or(0);
         self.digest
             .update(format!("{order_id} invalid {line}\n").as_bytes());
-        self.push(order_id, line, "", "", ItemState::Invalid, Some(errors))
-            .await
-    }
-
-    async fn push(
-        &mut self,
-        order_id: i64,
-        line: u64,
-        canonical: &str,
-        payload_digest: &str,
-        state: ItemState,
-        error_message: Option<&str>,
-    ) -> Result<(), JournalError> {
-        self.batch.push(serde_json::json!([
+        self.push(PlannedRow {
             order_id,
             line,
-            canonical,
-            payload_digest,
-            state.as_str(),
-            error_message
-        ]));
-        self.counts.add(state, 1);
-        self.settled = false;
+            payload: String::new(),
+            payload_digest: String::new(),
+            state: ItemState::Invalid,
+            error_message: Some(errors.to_owned()),
+        })
+        .await
+    }
+
+    async fn push(&mut self, row: PlannedRow) -> Result<(), JournalError> {
+        self.batch.push(row);
         if self.batch.len() >= PLAN_BATCH {
             self.flush().await?;
         }
         Ok(())
     }
 
+    /// Writes the batch: orders whose identical payload already succeeded become one small
+    /// `skipped_items` row each (pointing at that success), the rest become items.
     async fn flush(&mut self) -> Result<(), JournalError> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let rows = serde_json::Value::Array(std::mem::take(&mut self.batch)).to_string();
-        sqlx::query(
-            "INSERT INTO items (run_id, order_id, line, payload, payload_digest, state,
-                                error_message, updated_at)
-             SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
-                    value ->> 5, ?2
-             FROM json_each(?3) ORDER BY key",
-        )
-        .bind(self.run_id)
-        .bind(now_text())
-        .bind(rows)
-        .execute(&mut *self.tx)
-        .await?;
+        let rows = std::mem::take(&mut self.batch);
+        let successes = match self.force {
+            true => Vec::new(),
+            false => self.successes(&rows).await?,
+        };
+        let mut skipped = Vec::new();
+        let mut items = Vec::new();
+        for (row, success) in rows
+            .iter()
+            .zip(successes.into_iter().chain(std::iter::repeat(None)))
+        {
+            match success {
+                Some(success_id) => {
+                    skipped.push(serde_json::json!([row.order_id, row.line, success_id]));
+                    self.counts.add(ItemState::Skipped, 1);
+                }
+                None => {
+                    items.push(serde_json::json!([
+                        row.order_id,
+                        row.line,
+                        row.payload,
+                        row.payload_digest,
+                        row.state.as_str(),
+                        row.error_message
+                    ]));
+                    self.counts.add(row.state, 1);
+                }
+            }
+        }
+        if !items.is_empty() {
+            sqlx::query(
+                "INSERT INTO items (run_id, order_id, line, payload, payload_digest, state,
+                                    error_message, updated_at)
+                 SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
+                        value ->> 5, ?2
+                 FROM json_each(?3) ORDER BY key",
+            )
+            .bind(self.run_id)
+            .bind(now_text())
+            .bind(serde_json::Value::Array(items).to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        if !skipped.is_empty() {
+            sqlx::query(
+                "INSERT INTO skipped_items (run_id, order_id, line, success_id)
+                 SELECT ?1, value ->> 0, value ->> 1, value ->> 2 FROM json_each(?2) ORDER BY key",
+            )
+            .bind(self.run_id)
+            .bind(serde_json::Value::Array(skipped).to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        }
         Ok(())
     }
 
-    /// Inserts what is buffered and marks `skipped` every pending order whose identical payload
-    /// already succeeded in this journal (unless forced), in one statement; then the counts
-    /// are final.
+    /// For each row, the newest success of the same order with the identical payload against
+    /// this run's account, if any (invalid rows never have one).
+    async fn successes(&mut self, rows: &[PlannedRow]) -> Result<Vec<Option<i64>>, JournalError> {
+        let keys: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|row| match row.state {
+                ItemState::Pending => serde_json::json!([row.order_id, row.payload_digest]),
+                _ => serde_json::Value::Null,
+            })
+            .collect();
+        let found: Vec<(i64, Option<i64>)> = sqlx::query_as(super::items::SUCCESSES_OF_KEYS)
+            .bind(self.run_id)
+            .bind(serde_json::Value::Array(keys).to_string())
+            .fetch_all(&mut *self.tx)
+            .await?;
+        let mut successes = vec![None; rows.len()];
+        for (index, success) in found {
+            if let Some(slot) = usize::try_from(index)
+                .ok()
+                .and_then(|i| successes.get_mut(i))
+            {
+                *slot = success;
+            }
+        }
+        Ok(successes)
+    }
+
+    /// Writes what is buffered; then the counts are final.
     pub async fn settle(&mut self) -> Result<&Counts, JournalError> {
         self.flush().await?;
-        if !self.force && !self.settled {
-            self.settled = true;
-            let skipped = sqlx::query(super::items::SKIP_ALREADY_SUCCEEDED)
-                .bind(now_text())
-                .bind(self.run_id)
-                .execute(&mut *self.tx)
-                .await?
-                .rows_affected();
-            let skipped = i64::try_from(skipped).unwrap_or(i64::MAX);
-            self.counts.add(ItemState::Pending, -skipped);
-            self.counts.add(ItemState::Skipped, skipped);
-        }
         Ok(&self.counts)
     }
 

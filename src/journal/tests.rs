@@ -256,3 +256,241 @@ async fn marking_a_set_with_one_item_not_pending_names_it_and_changes_nothing() 
         "one attempt row per mark"
     );
 }
+
+/// Sends every pending item of the run with a 201 carrying `request_id = 1000 + order_id`.
+async fn succeed_all(journal: &Journal, run: i64) {
+    let items = journal.pending_page(run, 0, 1000).await.expect("page");
+    for item in &items {
+        journal
+            .apply(&[
+                Change::MarkInFlight { item_id: item.id },
+                Change::Transition {
+                    item_id: item.id,
+                    from: ItemState::InFlight,
+                    to: ItemState::Succeeded,
+                    outcome: Outcome {
+                        http_status: Some(201),
+                        request_id: Some(1000 + item.order_id as u64),
+                        certificate_id: Some(2000 + item.order_id as u64),
+                        ..Outcome::default()
+                    },
+                },
+            ])
+            .await
+            .expect("apply");
+    }
+}
+
+#[tokio::test]
+async fn a_skipped_order_reports_the_ids_of_the_success_it_stands_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+    let first = planned(&journal, &[(1, "a"), (2, "b")]).await;
+    succeed_all(&journal, first).await;
+    let second = planned(&journal, &[(2, "b"), (1, "a")]).await;
+    let rows = journal.report_rows(second).await.expect("rows");
+    let seen: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.order_id,
+                r.state.as_str(),
+                r.request_id,
+                r.from_run,
+                r.line,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (2, "skipped", Some(1002), Some(first), 2),
+            (1, "skipped", Some(1001), Some(first), 3)
+        ]
+    );
+    assert_eq!(rows[0].certificate_id, Some(2002));
+    // A skipped order is no item: nothing of this run is left to send.
+    assert!(
+        journal
+            .pending_page(second, 0, 10)
+            .await
+            .expect("page")
+            .is_empty()
+    );
+    assert_eq!(journal.request_count(second).await.expect("requests"), 0);
+}
+
+#[tokio::test]
+async fn an_item_found_done_after_planning_names_its_success_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+    // Two runs plan the same order before either sends it.
+    let older = planned(&journal, &[(1, "a")]).await;
+    let newer = {
+        let mut plan = journal
+            .plan_run(&NewRun {
+                force: true,
+                ..new_run()
+            })
+            .await
+            .expect("plan");
+        plan.add_order(1, 2, "a", "d-a").await.expect("add");
+        plan.commit().await.expect("commit")
+    };
+    succeed_all(&journal, newer).await;
+    assert_eq!(
+        journal.skip_already_succeeded(older).await.expect("skip"),
+        1
+    );
+    let rows = journal.report_rows(older).await.expect("rows");
+    assert_eq!(
+        (rows[0].state.as_str(), rows[0].request_id, rows[0].from_run),
+        ("skipped", Some(1001), Some(newer))
+    );
+}
+
+#[tokio::test]
+async fn a_newer_run_that_skips_an_order_takes_it_over_from_an_older_pending_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+    let done = planned(&journal, &[(1, "a")]).await;
+    succeed_all(&journal, done).await;
+    // An older plan with a changed payload, never sent; then the original payload again.
+    let stale = planned(&journal, &[(1, "a2")]).await;
+    let newest = planned(&journal, &[(1, "a")]).await;
+    assert_eq!(
+        journal
+            .counts(newest)
+            .await
+            .expect("counts")
+            .get(ItemState::Skipped),
+        1
+    );
+    assert!(
+        journal
+            .pending_page(stale, 0, 10)
+            .await
+            .expect("page")
+            .is_empty()
+    );
+    assert_eq!(
+        journal.takeover(stale).await.expect("takeover"),
+        (0, Some(newest))
+    );
+    assert!(journal.newest_open_run().await.expect("open").is_none());
+}
+
+#[tokio::test]
+async fn prune_keeps_unfinished_runs_and_the_successes_later_runs_stand_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+    let first = planned(&journal, &[(1, "a"), (2, "b")]).await;
+    succeed_all(&journal, first).await;
+    // Order 3 fails for good in run 2; run 3 is left unfinished; run 4 skips 1 and 2.
+    let second = planned(&journal, &[(3, "c")]).await;
+    let item = journal
+        .pending_page(second, 0, 10)
+        .await
+        .expect("page")
+        .remove(0);
+    journal
+        .apply(&[
+            Change::MarkInFlight { item_id: item.id },
+            Change::Transition {
+                item_id: item.id,
+                from: ItemState::InFlight,
+                to: ItemState::Failed,
+                outcome: Outcome::default(),
+            },
+        ])
+        .await
+        .expect("fail");
+    let unfinished = planned(&journal, &[(5, "e")]).await;
+    let fourth = planned(&journal, &[(1, "a"), (2, "b")]).await;
+
+    let selection = PruneSelection {
+        before: None,
+        keep: Some(1),
+    };
+    let dry = journal.prune(&selection, true).await.expect("dry run");
+    assert_eq!(
+        journal.runs().await.expect("runs").len(),
+        4,
+        "a dry run removed"
+    );
+    let done = journal.prune(&selection, false).await.expect("prune");
+    assert_eq!(dry.pruned, done.pruned);
+    assert_eq!(done.spared, [Spared::Unfinished { run_id: unfinished }]);
+    let pruned: Vec<(i64, u64, u64)> = done
+        .pruned
+        .iter()
+        .map(|r| (r.run_id, r.items, r.kept_successes))
+        .collect();
+    assert_eq!(pruned, [(first, 0, 2), (second, 1, 0)]);
+    let runs: Vec<i64> = journal
+        .runs()
+        .await
+        .expect("runs")
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(runs, [first, unfinished, fourth]);
+    assert!(journal.run(first).await.expect("run 1").pruned_at.is_some());
+    let rows = journal.report_rows(fourth).await.expect("rows");
+    assert_eq!(
+        rows.iter().map(|r| r.request_id).collect::<Vec<_>>(),
+        [Some(1001), Some(1002)]
+    );
+    // Nothing is left to be stood for once the run that skipped is gone too.
+    let again = journal
+        .prune(
+            &PruneSelection {
+                before: Some("9999-01-01T00:00:00Z".into()),
+                keep: None,
+            },
+            false,
+        )
+        .await
+        .expect("prune all");
+    assert_eq!(again.spared, [Spared::Unfinished { run_id: unfinished }]);
+    let runs: Vec<i64> = journal
+        .runs()
+        .await
+        .expect("runs")
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(runs, [unfinished]);
+}
+
+#[tokio::test]
+async fn prune_keeps_a_run_holding_orders_an_older_unfinished_run_has_pending() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+    // Run 1 is unfinished: order 1 is taken over by run 2, order 2 is still its own.
+    let older = planned(&journal, &[(1, "old"), (2, "b")]).await;
+    let newer = planned(&journal, &[(1, "new")]).await;
+    succeed_all(&journal, newer).await;
+    planned(&journal, &[(9, "z")]).await;
+    let done = journal
+        .prune(
+            &PruneSelection {
+                before: None,
+                keep: Some(1),
+            },
+            false,
+        )
+        .await
+        .expect("prune");
+    assert!(done.pruned.is_empty(), "{:?}", done.pruned);
+    assert_eq!(
+        done.spared,
+        [
+            Spared::Unfinished { run_id: older },
+            Spared::TakesOver {
+                run_id: newer,
+                older
+            }
+        ]
+    );
+}

@@ -1,4 +1,5 @@
 mod campaign;
+mod cron;
 mod dcv;
 mod faults;
 mod keygen;
