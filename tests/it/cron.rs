@@ -40,6 +40,7 @@ async fn report_json(dir: &Path, run: Option<u32>) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_that_is_not_a_terminal_carries_no_escape_byte() {
+    let _cores = support::cores_to_myself().await;
     let sim = support::simulator(Scenario::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=20);
@@ -134,6 +135,7 @@ fn has_sgr(bytes: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_color_on_a_terminal_means_no_colour_and_without_it_there_is_colour() {
+    let _cores = support::cores_to_myself().await;
     let sim = support::simulator(Scenario::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=5);
@@ -179,6 +181,7 @@ async fn no_color_on_a_terminal_means_no_colour_and_without_it_there_is_colour()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reruns_keep_their_ids_add_little_and_prune_gives_the_space_back() {
     const ORDERS: u64 = 2000;
+    let _cores = support::cores_to_myself().await;
     let sim = support::simulator(Scenario::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=ORDERS);
@@ -289,6 +292,7 @@ async fn reruns_keep_their_ids_add_little_and_prune_gives_the_space_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_lists_the_newest_runs_first_and_says_which_sent_nothing() {
+    let _cores = support::cores_to_myself().await;
     let sim = support::simulator(Scenario::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=3);

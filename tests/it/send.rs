@@ -9,6 +9,7 @@ use crate::support::{self, KEY, output, reissuer, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_orders_under_tight_quotas_go_out_once_without_a_429() {
+    let _cores = support::cores_to_myself().await;
     let short = Quota {
         limit: 40,
         window: Duration::from_secs(1),

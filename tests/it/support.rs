@@ -119,3 +119,12 @@ pub fn assert_exactly_once(ledger: &Ledger, ids: impl IntoIterator<Item = u64>) 
     assert!(missing.is_empty(), "never accepted: {missing:?}");
     assert_eq!(per_order.len(), ids.len(), "unexpected orders accepted");
 }
+
+/// Held by tests that saturate both cores (thousands of orders at an unlimited rate) and by
+/// tests whose quota checks compare arrival times at the simulator: a starved simulator sees
+/// requests the client spaced out arrive bunched, and answers 429 where the client kept its
+/// quota. The two kinds take turns instead.
+pub async fn cores_to_myself() -> tokio::sync::MutexGuard<'static, ()> {
+    static CORES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    CORES.lock().await
+}
