@@ -11,8 +11,8 @@ use crate::config::Quota;
 use crate::exit::Exit;
 
 mod collect;
-pub mod dcv;
 mod color;
+pub mod dcv;
 mod demo;
 mod docs;
 pub mod keygen;

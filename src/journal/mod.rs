@@ -7,8 +7,8 @@
 mod campaign;
 mod dcv;
 mod items;
-mod rotation;
 mod prune;
+mod rotation;
 mod runs;
 pub mod state;
 
@@ -25,8 +25,8 @@ use sqlx::{Row, SqlitePool};
 pub use campaign::{Collectable, Collection, OrderFacts};
 pub use dcv::{DcvWaiting, NameStatus};
 pub use items::{Change, ItemRow, Outcome, WorkItem};
-pub use rotation::Rotation;
 pub use prune::{PruneOutcome, PruneSelection, PrunedRun, Spared};
+pub use rotation::Rotation;
 pub use runs::{Counts, NewRun, Planner, RunRow};
 pub use state::ItemState;
 
