@@ -4,9 +4,10 @@
 use std::fs::File;
 use std::path::Path;
 
-use super::fields::{self, FIELDS, FieldId, Target};
+use super::error::{FieldError, ManifestError};
+use super::fields::{self, FIELDS, FieldId, Target, unknown_field};
+use super::raw::RawOrder;
 use super::value::Raw;
-use super::{FieldError, ManifestError, RawOrder, unknown_field};
 
 /// The rows of a CSV manifest whose header was valid.
 pub(crate) struct CsvRows {

@@ -227,6 +227,14 @@ pub(crate) fn suggest(name: &str) -> Option<&'static str> {
         .map(|(_, candidate)| candidate)
 }
 
+/// The message for a name that is not in the field table, with a suggestion when one is close.
+pub(crate) fn unknown_field(name: &str) -> String {
+    match suggest(name) {
+        Some(close) => format!("unknown field (did you mean {close}?)"),
+        None => "unknown field (see the reissue page's request parameters)".to_owned(),
+    }
+}
+
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();

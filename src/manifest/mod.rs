@@ -10,9 +10,13 @@
 //! knows and the manifest does not), such as whether `common_name`, `emails`, `csr`,
 //! `usage_designation` or `common_name_indicator` are required, or which `server_platform.id`,
 //! `profile_option`, `ca_cert_id` and `usage_designation` values the product allows.
+//!
+//! This file is only the pipeline: read (`csv.rs`, `toml.rs`) → check each order (`rules.rs`,
+//! in parallel) → mark repeated order ids (in file order) → the caller's sink. What callers see
+//! is in `row.rs`, `error.rs` and `options.rs`; what readers hand the rules is in `raw.rs`. No
+//! module below imports from here.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -20,165 +24,23 @@ use rayon::prelude::*;
 
 pub mod csr;
 mod csv;
+mod defaults;
+mod error;
 mod fields;
+mod options;
+mod raw;
+mod row;
 mod rules;
 mod toml;
 mod value;
 
-use fields::{FIELDS, FieldId, Target};
-use value::{Raw, Typed};
+pub use error::{FieldError, ManifestError};
+pub use options::LoadOptions;
+pub use row::{InvalidRow, Order, Row, ScanSummary};
 
-/// How a manifest is read.
-#[derive(Debug, Clone)]
-pub struct LoadOptions {
-    /// Raw `--set PATH=VALUE` defaults, applied to every order that does not set PATH.
-    pub defaults: Vec<String>,
-    /// Accept a `common_name` that is neither the CSR's CN nor one of its DNS names.
-    pub allow_cn_mismatch: bool,
-    /// The date `custom_expiration_date` is measured from.
-    pub today: time::Date,
-    /// Fields the live order supplies (`--fill-from-order`) may be missing here; they are
-    /// checked once filled.
-    pub fill_from_order: bool,
-}
-
-/// One valid order: where it came from and the exact request body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Order {
-    pub order_id: u64,
-    /// The manifest line of the row (CSV) or of the order's `[[orders]]` header (TOML).
-    pub line: u64,
-    /// The full reissue request body.
-    pub body: serde_json::Value,
-}
-
-/// One thing wrong with one field of one row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub file: String,
-    pub line: u64,
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}: {}: {}",
-            self.file, self.line, self.field, self.message
-        )
-    }
-}
-
-/// A row that cannot be sent, with everything wrong with it (sorted by line).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidRow {
-    /// The order id, when it could be read.
-    pub order_id: Option<u64>,
-    pub line: u64,
-    pub errors: Vec<FieldError>,
-}
-
-/// A manifest row after validation.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Row {
-    Valid(Order),
-    Invalid(InvalidRow),
-}
-
-/// How many rows a scan passed to its sink.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ScanSummary {
-    pub valid: u64,
-    pub invalid: u64,
-}
-
-/// A problem with the manifest as a whole; no row is usable.
-#[derive(Debug, thiserror::Error)]
-pub enum ManifestError {
-    /// The file cannot be opened or read.
-    #[error("cannot read manifest {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// Neither `.csv` nor `.toml`.
-    #[error("manifest {path} must be a .csv or a .toml file")]
-    Extension { path: PathBuf },
-    /// The TOML does not parse.
-    #[error("{file}:{line}: toml: {message}")]
-    Syntax {
-        file: String,
-        line: u64,
-        message: String,
-    },
-    /// Problems with a place in the file that affect every row: CSV header columns, the TOML
-    /// layout, `[defaults]`. All of them, one per line.
-    #[error("{}", join_lines(.0))]
-    Fields(Vec<FieldError>),
-    /// A `--set PATH=VALUE` that names no field or whose value is invalid.
-    #[error("--set {arg}: {message}")]
-    Set { arg: String, message: String },
-}
-
-fn join_lines(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-impl ManifestError {
-    /// The individual `FILE:LINE: field: message` lines this error stands for.
-    pub fn lines(&self) -> Vec<String> {
-        match self {
-            ManifestError::Fields(errors) => errors.iter().map(ToString::to_string).collect(),
-            other => vec![other.to_string()],
-        }
-    }
-}
-
-/// One order as read from the file, before any checking.
-#[derive(Debug, Default)]
-pub(crate) struct RawOrder {
-    /// The row's line (CSV) or the `[[orders]]` line (TOML).
-    pub(crate) line: u64,
-    /// Each value with the line it was written on.
-    pub(crate) values: Vec<(FieldId, Raw, u64)>,
-    /// Problems found while reading (an unknown TOML key, a cell that is not UTF-8).
-    pub(crate) errors: Vec<FieldError>,
-    /// The row could not be split into fields at all (a CSV row of the wrong length): its
-    /// errors say why, and no field rule is checked.
-    pub(crate) unreadable: bool,
-}
-
-/// A default value for one field, already checked, and the line it came from (0 for `--set`).
-pub(crate) type Defaults = Vec<Option<(Typed, u64)>>;
-
-/// Everything the per-row checks share; read-only, so rows are checked in parallel.
-pub(crate) struct Context {
-    pub(crate) file: String,
-    pub(crate) dir: PathBuf,
-    pub(crate) allow_cn_mismatch: bool,
-    pub(crate) fill_from_order: bool,
-    pub(crate) today: time::Date,
-    pub(crate) defaults: Defaults,
-    pub(crate) csrs: csr::CsrCache,
-}
-
-impl Context {
-    pub(crate) fn error(&self, line: u64, field: &str, message: impl Into<String>) -> FieldError {
-        FieldError {
-            file: self.file.clone(),
-            line,
-            field: field.to_owned(),
-            message: message.into(),
-        }
-    }
-}
+use defaults::Layers;
+use raw::{Defaults, RawOrder};
+use rules::Context;
 
 /// Rows validated together; large enough to keep both cores busy, small enough to stay flat.
 const CHUNK_ROWS: usize = 2048;
@@ -193,83 +55,80 @@ pub fn scan(
     opts: &LoadOptions,
     sink: impl FnMut(Row) -> ControlFlow<()>,
 ) -> Result<ScanSummary, ManifestError> {
+    let set = defaults::from_set(&opts.defaults, opts.today)?;
     let file = path.display().to_string();
+    match Format::of(path)? {
+        Format::Csv => {
+            let rows = csv::CsvRows::open(path, &file)?;
+            let ctx = context(
+                path,
+                file,
+                opts,
+                Layers {
+                    file: no_defaults(),
+                    set,
+                },
+            );
+            check_in_order(rows, &ctx, sink)
+        }
+        Format::Toml => {
+            let manifest = toml::read(path, &file, opts.today)?;
+            let layers = Layers {
+                file: manifest.defaults,
+                set,
+            };
+            let ctx = context(path, file, opts, layers);
+            check_in_order(manifest.orders.into_iter().map(Ok), &ctx, sink)
+        }
+    }
+}
+
+/// Which reader a manifest needs, from its extension.
+enum Format {
+    Csv,
+    Toml,
+}
+
+impl Format {
+    fn of(path: &Path) -> Result<Self, ManifestError> {
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match extension.as_deref() {
+            Some("csv") => Ok(Format::Csv),
+            Some("toml") => Ok(Format::Toml),
+            _ => Err(ManifestError::Extension {
+                path: path.to_path_buf(),
+            }),
+        }
+    }
+}
+
+fn no_defaults() -> Defaults {
+    vec![None; fields::FIELDS.len()]
+}
+
+/// What every row's check shares: `csr_file` paths are relative to the manifest's directory.
+fn context(path: &Path, file: String, opts: &LoadOptions, defaults: Layers) -> Context {
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let set_defaults = parse_set(&opts.defaults, opts.today)?;
-    let mut ctx = Context {
+    Context {
         file,
         dir,
         allow_cn_mismatch: opts.allow_cn_mismatch,
         fill_from_order: opts.fill_from_order,
         today: opts.today,
-        defaults: set_defaults,
+        defaults,
         csrs: csr::CsrCache::new(CSR_CACHE_ENTRIES),
-    };
-    let extension = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    match extension.as_deref() {
-        Some("csv") => {
-            let rows = csv::CsvRows::open(path, &ctx.file)?;
-            pipeline(rows, &ctx, sink)
-        }
-        Some("toml") => {
-            let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            let manifest = toml::parse(&text, &ctx.file, ctx.today)?;
-            // Precedence: order value > [defaults] > --set.
-            for (id, default) in manifest.defaults.into_iter().enumerate() {
-                if default.is_some() {
-                    ctx.defaults[id] = default;
-                }
-            }
-            pipeline(manifest.orders.into_iter().map(Ok), &ctx, sink)
-        }
-        _ => Err(ManifestError::Extension {
-            path: path.to_path_buf(),
-        }),
-    }
-}
-
-/// Checks `--set PATH=VALUE` arguments into defaults.
-fn parse_set(args: &[String], today: time::Date) -> Result<Defaults, ManifestError> {
-    let mut defaults: Defaults = vec![None; FIELDS.len()];
-    for arg in args {
-        let fail = |message: String| ManifestError::Set {
-            arg: arg.clone(),
-            message,
-        };
-        let (name, text) = arg
-            .split_once('=')
-            .ok_or_else(|| fail("expected PATH=VALUE".to_owned()))?;
-        let id = fields::lookup(name.trim()).ok_or_else(|| fail(unknown_field(name.trim())))?;
-        if FIELDS[id].target == Target::OrderId {
-            return Err(fail("order_id cannot have a default".to_owned()));
-        }
-        let typed = value::convert(&FIELDS[id], Raw::Text(text.trim().to_owned()), today)
-            .map_err(|message| fail(format!("{}: {message}", FIELDS[id].name())))?;
-        defaults[id] = Some((typed, 0));
-    }
-    Ok(defaults)
-}
-
-/// The message for a name that is not in the field table, with a suggestion when one is close.
-pub(crate) fn unknown_field(name: &str) -> String {
-    match fields::suggest(name) {
-        Some(close) => format!("unknown field (did you mean {close}?)"),
-        None => "unknown field (see the reissue page's request parameters)".to_owned(),
     }
 }
 
 /// Validates rows a chunk at a time, reading the next chunk while the current one is checked,
 /// then marks duplicate order ids (which needs file order) and hands rows to the sink.
-fn pipeline(
+fn check_in_order(
     mut rows: impl Iterator<Item = Result<RawOrder, ManifestError>> + Send,
     ctx: &Context,
     mut sink: impl FnMut(Row) -> ControlFlow<()>,

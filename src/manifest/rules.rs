@@ -2,18 +2,45 @@
 //! (`value.rs`), defaults filled in, then the rules the reissue page states across fields, the
 //! CSR read and verified, and the body assembled. Every problem is collected, none stops the rest.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::csr::{CsrInfo, KeyStrength};
+use super::csr::{CsrCache, CsrInfo, KeyStrength};
+use super::defaults::Layers;
+use super::error::FieldError;
 use super::fields::{self, FIELDS, Target};
+use super::raw::{RawOrder, Slot};
+use super::row::{InvalidRow, Order, Row};
 use super::value::{self, Typed};
-use super::{Context, FieldError, InvalidRow, Order, RawOrder, Row};
+
+/// Everything the per-row checks share; read-only, so rows are checked in parallel.
+pub(crate) struct Context {
+    pub(crate) file: String,
+    /// The manifest's directory: `csr_file` paths are relative to it.
+    pub(crate) dir: PathBuf,
+    pub(crate) allow_cn_mismatch: bool,
+    pub(crate) fill_from_order: bool,
+    pub(crate) today: time::Date,
+    pub(crate) defaults: Layers,
+    pub(crate) csrs: CsrCache,
+}
+
+impl Context {
+    pub(crate) fn error(&self, line: u64, field: &str, message: impl Into<String>) -> FieldError {
+        FieldError {
+            file: self.file.clone(),
+            line,
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
 
 /// An order's values by field, each with the line it was written on.
 struct Values {
-    slots: Vec<Option<(Typed, u64)>>,
+    slots: Vec<Slot>,
     /// The order's own line, for errors about what is missing.
     line: u64,
 }
@@ -81,7 +108,7 @@ pub(crate) fn check_order(raw: RawOrder, ctx: &Context) -> Row {
             }
         }
     }
-    apply_defaults(&mut values, ctx);
+    ctx.defaults.fill(&mut values.slots);
 
     let order_id = match values.get("order_id") {
         Some(Typed::Int(id)) => u64::try_from(*id).ok(),
@@ -110,21 +137,6 @@ pub(crate) fn check_order(raw: RawOrder, ctx: &Context) -> Row {
                 errors,
             })
         }
-    }
-}
-
-/// Fills every field the order leaves unset from the defaults. `csr` and `csr_file` are one
-/// choice: an order that gives either takes neither from the defaults.
-fn apply_defaults(values: &mut Values, ctx: &Context) {
-    let csr = fields::id("certificate.csr");
-    let csr_file = fields::id("csr_file");
-    let order_has_csr = values.slots[csr].is_some() || values.slots[csr_file].is_some();
-    for (id, default) in ctx.defaults.iter().enumerate() {
-        let Some(default) = default else { continue };
-        if values.slots[id].is_some() || (order_has_csr && (id == csr || id == csr_file)) {
-            continue;
-        }
-        values.slots[id] = Some(default.clone());
     }
 }
 

@@ -2,12 +2,15 @@
 //! written as dotted keys or nested tables, with or without the `certificate` prefix. Lines come
 //! from the parser's byte spans, so an error points at the key (or the order's `[[orders]]`).
 
+use std::path::Path;
+
 use ::toml::Spanned;
 use ::toml::de::{DeTable, DeValue};
 
-use super::fields::{FIELDS, Target};
+use super::error::{FieldError, ManifestError};
+use super::fields::{self, FIELDS, Target, unknown_field};
+use super::raw::{Defaults, RawOrder};
 use super::value::{self, Raw};
-use super::{Defaults, FieldError, ManifestError, RawOrder, fields, unknown_field};
 
 /// A parsed TOML manifest: checked defaults and the orders still to be checked.
 pub(crate) struct TomlManifest {
@@ -86,6 +89,19 @@ fn to_raw(value: &DeValue<'_>) -> Raw {
         DeValue::Array(items) => Raw::List(items.iter().map(|v| to_raw(v.get_ref())).collect()),
         DeValue::Table(_) => Raw::Other("a table"),
     }
+}
+
+/// Reads and parses the manifest at `path` (named `file` in errors).
+pub(crate) fn read(
+    path: &Path,
+    file: &str,
+    today: time::Date,
+) -> Result<TomlManifest, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, file, today)
 }
 
 /// Parses the whole document; syntax and layout problems are whole-file errors.
