@@ -147,6 +147,7 @@ impl SimulateArgs {
             },
             seed: self.seed,
             all_500_for: self.all_500_for,
+            all_503_for: Duration::ZERO,
         }
     }
 }

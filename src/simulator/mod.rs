@@ -81,6 +81,9 @@ pub struct Scenario {
     /// request is answered 500 before its key, quotas or body are looked at, and nothing is
     /// committed. Zero (the default) means none.
     pub all_500_for: Duration,
+    /// The same, answered 503 without `Retry-After` (after `all_500_for`, if both are set): a
+    /// CertCentral that only says it is unavailable.
+    pub all_503_for: Duration,
 }
 
 // Written by hand so that the key never reaches a log line through `{:?}`.
@@ -100,6 +103,7 @@ impl fmt::Debug for Scenario {
             .field("commit_delay_jitter", &self.commit_delay_jitter)
             .field("seed", &self.seed)
             .field("all_500_for", &self.all_500_for)
+            .field("all_503_for", &self.all_503_for)
             .finish()
     }
 }

@@ -429,7 +429,10 @@ pub(crate) async fn handle(
         return Ok(publish_dcv(&shared, bytes.ok().as_deref()));
     }
     if shared.clock.now_us() < duration_us(shared.scenario.all_500_for) {
-        return Ok(outage(&shared, parts, incoming).await);
+        return Ok(outage(&shared, parts, incoming, StatusCode::INTERNAL_SERVER_ERROR).await);
+    }
+    if shared.clock.now_us() < duration_us(shared.scenario.all_503_for) {
+        return Ok(outage(&shared, parts, incoming, StatusCode::SERVICE_UNAVAILABLE).await);
     }
     let route = Route::parse(&parts.method, parts.uri.path());
     let key_check = check_key(&shared.scenario, &parts.headers);
@@ -532,16 +535,18 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
-/// [`Scenario::all_500_for`]: a 500 from in front of the account, recorded, nothing committed.
+/// [`Scenario::all_500_for`], [`Scenario::all_503_for`]: `status` from in front of the account
+/// (no `Retry-After`), recorded, nothing committed.
 async fn outage(
     shared: &Shared,
     parts: axum::http::request::Parts,
     incoming: Incoming,
+    status: StatusCode,
 ) -> Response<Body> {
     // Read the body first, so a client still writing it sees the answer, not a reset.
     let _ = axum::body::to_bytes(Body::new(incoming), MAX_BODY_BYTES).await;
     let response = error_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
+        status,
         vec![ApiError::new(
             "internal_error",
             "CertCentral is down (an outage played by the simulator).",
