@@ -111,7 +111,14 @@ impl ApiError {
     /// What this error says about CertCentral as a whole (for any request, GET or POST).
     pub fn reach(&self) -> Reach {
         match self {
-            ApiError::Status { status, .. } => match *status {
+            ApiError::Status {
+                status,
+                retry_after,
+                ..
+            } => match *status {
+                // A 503 that names no time to come back is as likely a gateway in front of a
+                // CertCentral that is down as a throttle: it must not hide an outage.
+                503 if retry_after.is_none() => Reach::Failed,
                 429 | 503 => Reach::Answered,
                 500..=599 => Reach::Failed,
                 _ => Reach::Answered,

@@ -260,3 +260,38 @@ async fn with_no_server_at_all_it_gives_up_with_exit_6_every_order_pending_and_r
     assert!(!shown.contains("unreachable"), "{shown}");
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_answering_only_503_without_retry_after_is_an_outage_given_up_with_exit_6() {
+    let sim = support::simulator(Scenario {
+        all_503_for: Duration::from_secs(600),
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = support::tls_manifest(dir.path(), 1..=30);
+    let mut cmd = run_cmd(dir.path(), &manifest, &sim.base_url());
+    cmd.args(["--give-up-after", "3s"]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawns");
+    // Taken for throttling, it would pause with ever longer waits and never give up.
+    let started = Instant::now();
+    while child.try_wait().expect("polls").is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().expect("kill");
+            panic!("still running after 60 s: the 503s were never taken for an outage");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let rows = report_rows(dir.path()).await;
+    assert!(
+        rows.iter()
+            .all(|(state, attempts)| state == "pending" && *attempts == 0),
+        "{rows:?}"
+    );
+    assert!(sim.ledger().accepted.is_empty());
+    sim.shutdown().await;
+}

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinError;
 
 use super::{Dispatcher, Done};
-use crate::api::Reach;
+use crate::api::{Disposition, Reach};
 use crate::events::RunnerEvent;
 use crate::journal::{Change, ItemState, Outcome, WorkItem};
 use crate::runner::decide::{self, Answer, Decision, Effect, LookupFacts, Policy, SendFacts};
@@ -36,8 +36,13 @@ impl Dispatcher<'_> {
                         Ok(_) => (Reach::Answered, None),
                         Err(err) => (err.reach(), Some(err.brief())),
                     };
-                    let outage = self.observe(reach, item.order_id, item.id, cause);
                     let answer = Answer::from(sent.result);
+                    // A throttled send is never charged, whatever the breaker makes of it.
+                    let charged = !matches!(
+                        &answer,
+                        Answer::Refused(refusal) if matches!(refusal.disposition, Disposition::Pause(_))
+                    );
+                    let outage = self.observe(reach, (item.order_id, item.id), charged, cause);
                     self.contact.answered |= match &answer {
                         Answer::Accepted(_) => true,
                         Answer::Refused(refusal) => refusal.http_status.is_some(),
@@ -74,9 +79,13 @@ impl Dispatcher<'_> {
                             },
                             Some(why.clone()),
                         ),
+                        // As for a send: a 503 naming no time to come back may be an outage.
+                        Verdict::Throttled(None) if record.http_status == Some(503) => {
+                            (Reach::Failed, Some("HTTP 503".to_owned()))
+                        }
                         _ => (Reach::Answered, None),
                     };
-                    let outage = self.observe(reach, item.order_id, item_id, cause);
+                    let outage = self.observe(reach, (item.order_id, item_id), true, cause);
                     let facts = LookupFacts {
                         own_run: item.run_id == self.run_id,
                         paged_past: self.schedule.paged_past(item_id),

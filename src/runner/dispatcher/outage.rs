@@ -63,19 +63,20 @@ fn signal(reach: Reach, order_id: i64, item_id: Option<i64>) -> Signal {
 
 impl Dispatcher<'_> {
     /// Tells the breaker how a request of `item_id` (order `order_id`) ended; `cause` says how,
-    /// for the log, when it failed. Returns whether CertCentral is now taken to be down, this
-    /// answer included.
+    /// for the log, when it failed; `charged`: whether the item paid an attempt for it (if the
+    /// outage is recognized later, that attempt is given back). Returns whether CertCentral is
+    /// now taken to be down, this answer included.
     pub(super) fn observe(
         &mut self,
         reach: Reach,
-        order_id: i64,
-        item_id: i64,
+        (order_id, item_id): (i64, i64),
+        charged: bool,
         cause: Option<String>,
     ) -> bool {
         if reach != Reach::Answered {
             self.contact.outage.probe_order = Some(order_id);
         }
-        let signal = signal(reach, order_id, Some(item_id));
+        let signal = signal(reach, order_id, charged.then_some(item_id));
         let change = self.contact.outage.breaker.observe(signal, Instant::now());
         if let Change::Tripped { items } = &change {
             // Those failures were charged before they were known to be an outage; this one is
