@@ -1,6 +1,8 @@
 //! Deciding whether a reissue whose answer was lost did arrive: CertCentral's reissue list for
-//! the order holds an entry with the CSR this item sent, created after its first attempt. For a
-//! payload without a CSR, the order's requests hold a reissue request from after that time.
+//! the order holds an entry with the CSR this item sent, created after its first attempt
+//! (pending or issued: ours whenever it appears). For a payload without a CSR, the order's
+//! requests hold a reissue request from after that time, or the order is `reissue_pending`
+//! without an older reissue request to account for it.
 
 use std::time::Duration;
 
@@ -158,17 +160,33 @@ fn find_by_csr(entries: &[ReissueEntry], csr: &str, after: Option<OffsetDateTime
 }
 
 fn find_request(info: &crate::api::OrderInfo, after: Option<OffsetDateTime>) -> Verdict {
-    info.requests
+    let mut reissues = info
+        .requests
         .iter()
-        .find(|request| {
-            request.kind.as_deref() == Some("reissue")
-                && after.is_some()
-                && created_after(request.date.as_deref(), after)
-        })
-        .map_or(Verdict::NotFound, |request| Verdict::Found {
+        .filter(|request| request.kind.as_deref() == Some("reissue"));
+    if let Some(request) = reissues
+        .clone()
+        .find(|request| after.is_some() && created_after(request.date.as_deref(), after))
+    {
+        return Verdict::Found {
             request_id: request.id,
             certificate_id: None,
-        })
+        };
+    }
+    // A reissue is pending on the order and no older, dated reissue request accounts for it:
+    // it is ours (the order's request list may lag behind its status).
+    let older_pending = reissues.any(|request| {
+        request.status.as_deref() == Some("pending")
+            && request.date.is_some()
+            && !created_after(request.date.as_deref(), after)
+    });
+    if info.status == "reissue_pending" && !older_pending {
+        return Verdict::Found {
+            request_id: None,
+            certificate_id: None,
+        };
+    }
+    Verdict::NotFound
 }
 
 #[cfg(test)]
@@ -209,5 +227,58 @@ mod tests {
         assert_eq!(older, Verdict::NotFound);
         let other = find_by_csr(&[entry(pem, "2026-11-23T10:00:01+00:00")], "WFla", after);
         assert_eq!(other, Verdict::NotFound);
+    }
+
+    #[test]
+    fn a_reissue_of_our_csr_is_ours_pending_or_issued() {
+        let after = OffsetDateTime::parse("2026-11-23T10:00:00Z", &Rfc3339).ok();
+        let pem = "-----BEGIN CERTIFICATE REQUEST-----QUJD-----END CERTIFICATE REQUEST-----";
+        let pending = entry(pem, "2026-11-23T10:00:05+00:00");
+        let issued = ReissueEntry {
+            status: Some("issued".into()),
+            ..pending.clone()
+        };
+        for found in [pending, issued] {
+            assert!(matches!(
+                find_by_csr(&[found], "QUJD", after),
+                Verdict::Found { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn an_order_pending_a_reissue_that_no_older_request_explains_holds_ours() {
+        let after = OffsetDateTime::parse("2026-11-23T10:00:00Z", &Rfc3339).ok();
+        let info = |status: &str, requests: serde_json::Value| -> crate::api::OrderInfo {
+            serde_json::from_value(serde_json::json!({
+                "id": 5, "status": status, "requests": requests,
+            }))
+            .expect("order info")
+        };
+        let none = serde_json::json!([]);
+        // Before our first attempt (minus the clock skew allowed): someone else's.
+        let older = serde_json::json!([{"id": 77, "date": "2026-11-20T10:00:00+00:00",
+                                        "type": "reissue", "status": "pending"}]);
+        let newer = serde_json::json!([{"id": 78, "date": "2026-11-23T10:00:09+00:00",
+                                        "type": "reissue", "status": "pending"}]);
+        assert_eq!(
+            find_request(&info("issued", none.clone()), after),
+            Verdict::NotFound
+        );
+        assert!(matches!(
+            find_request(&info("reissue_pending", none), after),
+            Verdict::Found { .. }
+        ));
+        assert_eq!(
+            find_request(&info("reissue_pending", older), after),
+            Verdict::NotFound
+        );
+        assert_eq!(
+            find_request(&info("reissue_pending", newer), after),
+            Verdict::Found {
+                request_id: Some(78),
+                certificate_id: None
+            }
+        );
     }
 }
