@@ -66,6 +66,10 @@ pub enum RunnerEvent {
     Reachable { lasted: Duration },
     /// The outage that began at `since` lasted longer than `--give-up-after`: the run stops.
     GivingUp { since: OffsetDateTime },
+    /// All that is left is waiting out `--settle`: `items` whose answers were lost may still
+    /// take effect at CertCentral, the last of them until `until`. They are looked up meanwhile
+    /// and decided then; nothing is resent before.
+    Settling { items: usize, until: OffsetDateTime },
 }
 
 #[cfg(test)]

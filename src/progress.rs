@@ -44,6 +44,7 @@ async fn render(mut events: UnboundedReceiver<RunnerEvent>, span: &tracing::Span
     let mut gave_up = false;
     // The bar's message while CertCentral is unreachable.
     let mut paused: Option<String> = None;
+    let mut last_settling_log: Option<Instant> = None;
     while let Some(event) = events.recv().await {
         match event {
             RunnerEvent::Progress { counts, requests } => {
@@ -111,11 +112,29 @@ async fn render(mut events: UnboundedReceiver<RunnerEvent>, span: &tracing::Span
                     "stopping: no new requests; waiting for those in flight (a second signal stops at once)"
                 );
             }
+            RunnerEvent::Settling { items, until } => {
+                let text = settling_text(items, until);
+                if terminal {
+                    span.pb_set_message(&text);
+                } else if last_settling_log.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
+                    last_settling_log = Some(Instant::now());
+                    tracing::info!("{text}");
+                }
+            }
         }
     }
     if !terminal && let Some((counts, requests)) = latest {
         log_line(&counts, requests, started.elapsed());
     }
+}
+
+/// What a run waiting out `--settle` says it is doing.
+fn settling_text(items: usize, until: time::OffsetDateTime) -> String {
+    format!(
+        "settling: {items} order(s) whose answer was lost may still be reissued by CertCentral \
+         until {} (--settle); looking them up meanwhile, resending nothing",
+        clock_time(until)
+    )
 }
 
 /// `2026-12-02 17:09:44 UTC`.
@@ -158,6 +177,18 @@ pub fn summary(run_id: i64, summary: &RunSummary, journal: &std::path::Path) -> 
         text.push_str(&format!(
             "  CertCentral unreachable since {}; nothing lost: every unsent order is still pending\n",
             clock_time(since)
+        ));
+    }
+    if let Some((items, until)) = summary.settling {
+        text.push_str(&format!(
+            "  still settling: {items} order(s) whose answer was lost may be reissued by CertCentral until {}; \
+             resume after that decides them (nothing is resent before)\n",
+            clock_time(until)
+        ));
+    } else if summary.settled > 0 {
+        text.push_str(&format!(
+            "  {} order(s) whose answer was lost were not found at first and were looked up again within --settle\n",
+            summary.settled
         ));
     }
     let troubled = counts.get(ItemState::Failed)

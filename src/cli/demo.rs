@@ -57,6 +57,7 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
             drain_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             give_up_after: Duration::from_secs(60),
+            settle: crate::runner::DEFAULT_SETTLE,
         },
     };
     let run_args = RunArgs {
@@ -204,5 +205,6 @@ fn demo_send_args() -> SendArgs {
         yes: true,
         resend_uncertain: false,
         give_up_after: Duration::from_secs(60),
+        settle: crate::runner::DEFAULT_SETTLE,
     }
 }

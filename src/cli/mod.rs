@@ -181,6 +181,13 @@ pub struct SendArgs {
     /// outage lasts longer than this, the run stops with unsent orders pending and exits 6.
     #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration_arg)]
     pub give_up_after: std::time::Duration,
+    /// How long after it was sent a reissue whose answer was lost (timeout, reset, crash) may
+    /// still take effect at CertCentral. Until then a lookup that does not find it is not
+    /// trusted: the order stays uncertain, is looked up again, and is never resent; other orders
+    /// go on. Raise it when CertCentral is slow (a mass revocation day); a resend of a lost
+    /// request waits this long.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration_arg)]
+    pub settle: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -92,6 +92,7 @@ impl Sender {
                 drain_timeout: DRAIN_TIMEOUT,
                 request_timeout: connection.timeout,
                 give_up_after: args.give_up_after,
+                settle: args.settle,
             },
         })
     }

@@ -46,8 +46,29 @@ pub struct WorkItem {
     pub updated_at: String,
 }
 
-/// An item whose outcome is unknown, with its state as stored.
-type UnknownRow = (i64, i64, i64, String, i64, Option<String>, String, String);
+/// An item whose outcome is unknown, with its state as stored and when its last reissue
+/// request was about to leave.
+type UnknownRow = (
+    i64,
+    i64,
+    i64,
+    String,
+    i64,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+);
+
+/// An item whose outcome is unknown (`in_flight` or `uncertain`).
+#[derive(Debug, Clone)]
+pub struct UnknownOutcome {
+    pub item: WorkItem,
+    pub state: ItemState,
+    /// When its last reissue request was marked `in_flight` (RFC 3339): it may take effect at
+    /// CertCentral for a while after that.
+    pub last_sent_at: Option<String>,
+}
 
 /// One row of the report.
 #[derive(Debug, Clone, FromRow, Serialize)]
@@ -179,10 +200,12 @@ impl Journal {
     pub async fn unknown_outcomes(
         &self,
         base_url: &str,
-    ) -> Result<Vec<(WorkItem, ItemState)>, JournalError> {
+    ) -> Result<Vec<UnknownOutcome>, JournalError> {
         let rows: Vec<UnknownRow> = sqlx::query_as(
             "SELECT i.id, i.run_id, i.order_id, i.payload, i.attempts, i.first_sent_at,
-                    i.updated_at, i.state
+                    i.updated_at, i.state,
+                    (SELECT a.started_at FROM attempts a
+                     WHERE a.item_id = i.id AND a.kind = 'reissue' ORDER BY a.id DESC LIMIT 1)
              FROM items i JOIN runs r ON r.id = i.run_id
              WHERE i.state IN ('in_flight', 'uncertain') AND r.base_url = ? ORDER BY i.id",
         )
@@ -191,7 +214,17 @@ impl Journal {
         .await?;
         rows.into_iter()
             .map(
-                |(id, run_id, order_id, payload, attempts, first_sent_at, updated_at, state)| {
+                |(
+                    id,
+                    run_id,
+                    order_id,
+                    payload,
+                    attempts,
+                    first_sent_at,
+                    updated_at,
+                    state,
+                    last_sent_at,
+                )| {
                     let state = state
                         .parse::<ItemState>()
                         .map_err(|e| JournalError::Sql(sqlx::Error::Decode(Box::new(e))))?;
@@ -204,7 +237,11 @@ impl Journal {
                         first_sent_at,
                         updated_at,
                     };
-                    Ok((item, state))
+                    Ok(UnknownOutcome {
+                        item,
+                        state,
+                        last_sent_at,
+                    })
                 },
             )
             .collect()

@@ -24,7 +24,7 @@ use sqlx::{Row, SqlitePool};
 
 pub use campaign::{Collectable, Collection, OrderFacts};
 pub use dcv::{DcvWaiting, NameStatus};
-pub use items::{Change, ItemRow, Outcome, WorkItem};
+pub use items::{Change, ItemRow, Outcome, UnknownOutcome, WorkItem};
 pub use prune::{PruneOutcome, PruneSelection, PrunedRun, Spared};
 pub use rotation::Rotation;
 pub use runs::{Counts, NewRun, Planner, RunRow};

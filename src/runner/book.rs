@@ -36,6 +36,9 @@ pub(crate) struct Book {
     may_arrive_until: HashMap<i64, OffsetDateTime>,
     /// Items whose last attempt was charged before it turned out to belong to an outage.
     refunds: HashSet<i64>,
+    /// Lookups per item that found nothing while its request could still arrive; kept after
+    /// the item is decided, for the summary.
+    settle_looks: HashMap<i64, u32>,
 }
 
 impl Book {
@@ -64,6 +67,30 @@ impl Book {
         self.tries.get(&item_id).copied().unwrap_or(0)
     }
 
+    pub(crate) fn settle_looks(&self, item_id: i64) -> u32 {
+        self.settle_looks.get(&item_id).copied().unwrap_or(0)
+    }
+
+    /// How many items had to wait out their settle window in this run.
+    pub(crate) fn settled(&self) -> usize {
+        self.settle_looks.len()
+    }
+
+    /// The items whose requests may still take effect after `now`, and the latest time one may.
+    pub(crate) fn settling(&self, now: OffsetDateTime) -> Option<(usize, OffsetDateTime)> {
+        let open = self.may_arrive_until.values().filter(|until| **until > now);
+        let (count, last) = open.fold(
+            (0, None),
+            |(count, last): (usize, Option<OffsetDateTime>), until| {
+                (
+                    count + 1,
+                    Some(last.map_or(*until, |last| last.max(*until))),
+                )
+            },
+        );
+        last.map(|last| (count, last))
+    }
+
     /// How long a request of this item may still take effect at CertCentral, if at all.
     pub(crate) fn may_still_arrive(&self, item_id: i64, now: OffsetDateTime) -> Option<Duration> {
         let left = *self.may_arrive_until.get(&item_id)? - now;
@@ -88,6 +115,7 @@ impl Book {
             }
             Note::Settling => {
                 self.initial.remove(&item_id);
+                *self.settle_looks.entry(item_id).or_default() += 1;
             }
             Note::Tried(tries) => {
                 self.tries.insert(item_id, tries);
@@ -161,6 +189,27 @@ mod tests {
         assert!(!book.owes_refund(6));
         book.note(5, Note::Decided);
         assert!(!book.owes_refund(5));
+    }
+
+    #[test]
+    fn settling_items_are_counted_until_their_window_ends_or_they_are_decided() {
+        let mut book = Book::default();
+        assert_eq!(book.settling(at(0)), None);
+        book.open(1, false, Some(at(100)));
+        book.note(2, Note::MayArriveUntil(at(50)));
+        book.note(3, Note::MayArriveUntil(at(10)));
+        assert_eq!(book.settling(at(20)), Some((2, at(100))));
+        book.note(1, Note::Settling);
+        book.note(1, Note::Settling);
+        assert_eq!(book.settle_looks(1), 2);
+        book.note(1, Note::Decided);
+        assert_eq!(book.settling(at(20)), Some((1, at(50))));
+        assert_eq!(book.settling(at(50)), None);
+        assert_eq!(
+            book.settled(),
+            1,
+            "a decided item still counts as having settled"
+        );
     }
 
     #[test]

@@ -164,6 +164,7 @@ impl<'a> Dispatcher<'a> {
     ) -> Result<StopReason, RunnerError> {
         self.progress();
         let mut drain_deadline: Option<Instant> = None;
+        let mut announced = None;
         loop {
             self.record_outage().await?;
             if self.stopping() {
@@ -174,6 +175,9 @@ impl<'a> Dispatcher<'a> {
             let waiting = self.next_due().is_some() || self.outage_wake().is_some();
             if self.tasks.is_empty() && (self.stopping() || !waiting) {
                 break;
+            }
+            if self.tasks.is_empty() {
+                self.announce_settling(&mut announced);
             }
             if self.stopping() && drain_deadline.is_none() {
                 drain_deadline = Some(Instant::now() + self.options.drain_timeout);

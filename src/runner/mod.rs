@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
 use crate::events::{RunnerEvent, StopReason};
-use crate::journal::{Counts, Journal, JournalError};
+use crate::journal::{Counts, Journal, JournalError, UnknownOutcome};
 use crate::limiter::Limiter;
 use dispatcher::Dispatcher;
 use schedule::Job;
@@ -43,11 +43,17 @@ pub struct RunnerOptions {
     pub force: bool,
     /// After a stop signal, how long requests in flight may take to finish.
     pub drain_timeout: Duration,
-    /// The per-request timeout: a request without an answer may reach CertCentral this late.
+    /// The per-request timeout.
     pub request_timeout: Duration,
     /// An outage longer than this stops the run (`StopReason::Unreachable`).
     pub give_up_after: Duration,
+    /// How long after it was sent a request whose answer was lost may still take effect at
+    /// CertCentral: a lookup that does not find it is trusted only after that (`--settle`).
+    pub settle: Duration,
 }
+
+/// `--settle`'s default: CertCentral may still act on a request ten minutes after it was sent.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(600);
 
 /// What the runner needs from outside.
 pub struct Deps<'a> {
@@ -66,6 +72,11 @@ pub struct RunSummary {
     pub elapsed: Duration,
     /// Since when CertCentral has been unreachable, if it still was when the run stopped.
     pub unreachable_since: Option<OffsetDateTime>,
+    /// Items whose lookups had to wait out `--settle` in this run.
+    pub settled: usize,
+    /// Items whose lost requests may still take effect (the run stopped before their window
+    /// ended), and until when the last of them may: `resume` decides them.
+    pub settling: Option<(usize, OffsetDateTime)>,
 }
 
 /// Why the runner could not go on.
@@ -97,12 +108,23 @@ pub async fn run(
             items: unknown.len(),
         });
     }
-    for (item, state) in unknown {
-        // Its last request left at about `updated_at`, and may run until the timeout.
-        let until = OffsetDateTime::parse(&item.updated_at, &Rfc3339)
-            .ok()
-            .map(|changed| changed + options.request_timeout);
-        dispatcher.book.open(item.id, item.run_id != run_id, until);
+    let now = OffsetDateTime::now_utc();
+    for unknown in unknown {
+        let UnknownOutcome {
+            item,
+            state,
+            last_sent_at,
+        } = unknown;
+        // Its last request may take effect until --settle after it left; a time that cannot
+        // be read is taken as now.
+        let sent = last_sent_at
+            .as_deref()
+            .and_then(|text| OffsetDateTime::parse(text, &Rfc3339).ok())
+            .unwrap_or(now);
+        let foreign = item.run_id != run_id;
+        dispatcher
+            .book
+            .open(item.id, foreign, Some(sent + options.settle));
         dispatcher.schedule.now(Job::LookUp { item, state });
     }
     let stop = dispatcher.drive(&cancel).await?;
@@ -114,5 +136,7 @@ pub async fn run(
         requests: dispatcher.requests(),
         elapsed: started.elapsed(),
         unreachable_since: dispatcher.unreachable_since(),
+        settled: dispatcher.book.settled(),
+        settling: dispatcher.book.settling(OffsetDateTime::now_utc()),
     })
 }

@@ -222,6 +222,8 @@ async fn kill_nine_at_random_moments_never_sends_twice_nor_drops_one() {
         // A quota keeps each life short of finishing, so the kills land mid-run.
         let mut cmd = support::run_against(dir.path(), &manifest, &sim.base_url());
         cmd.args(["--max-attempts", "20", "--rate", "20/1s", "--timeout", "3s"]);
+        // A killed request is either committed by the simulator within its latency or never.
+        cmd.args(["--settle", "3s"]);
         cmd.stdout(std::process::Stdio::null());
         let mut child = cmd.spawn().expect("spawns");
         tokio::time::sleep(Duration::from_millis(100 + next(500))).await;
@@ -236,7 +238,7 @@ async fn kill_nine_at_random_moments_never_sends_twice_nor_drops_one() {
     let mut last = None;
     for _ in 0..5 {
         let mut cmd = run_cmd(dir.path(), &manifest, &sim.base_url());
-        cmd.args(["--max-attempts", "20", "--timeout", "3s"]);
+        cmd.args(["--max-attempts", "20", "--timeout", "3s", "--settle", "3s"]);
         let out = output(cmd).await;
         if out.status.code() == Some(0) {
             last = Some(out);
@@ -359,7 +361,16 @@ async fn a_second_signal_stops_at_once_and_resume_still_sends_each_order_once() 
     );
     sim.set_faults(Faults::default());
     let mut resume = reissuer(dir.path());
-    resume.args(["resume", "--rate", "unlimited", "--timeout", "3s"]);
+    // Marks whose requests never left are looked up; the simulator commits on arrival.
+    resume.args([
+        "resume",
+        "--rate",
+        "unlimited",
+        "--timeout",
+        "3s",
+        "--settle",
+        "3s",
+    ]);
     let out = output(resume).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     support::assert_exactly_once(&sim.ledger(), 1..=20);

@@ -8,5 +8,6 @@ mod outage;
 mod resume_edges;
 mod rotation;
 mod send;
+mod slow;
 mod stops;
 mod support;

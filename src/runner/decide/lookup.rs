@@ -18,8 +18,11 @@ pub(crate) struct LookupFacts {
     /// This run's pages have passed the item: if it is to be sent again, only a job queued by
     /// this decision sends it.
     pub paged_past: bool,
-    /// How long a request of the item may still take effect, if at all.
+    /// How long a request of the item may still take effect, if at all, counted from when
+    /// this lookup started (one that started earlier proves nothing about later).
     pub may_still_arrive: Option<Duration>,
+    /// Lookups of the item that found nothing while it could still arrive.
+    pub settle_looks: u32,
     /// Failed lookups of the item so far.
     pub tries: u32,
     /// The run is stopping.
@@ -70,11 +73,13 @@ pub(crate) fn after_lookup(
             changes.push(transition(item_id, state, ItemState::Succeeded, outcome));
             Decision::new(changes).noting(Note::Decided)
         }
-        Verdict::NotFound if let Some(wait) = facts.may_still_arrive => {
+        Verdict::NotFound if let Some(left) = facts.may_still_arrive => {
             // The request may still be under way at CertCentral: not seeing it yet proves
-            // nothing. Look again once it must have finished; meanwhile it is uncertain.
+            // nothing. Look again, more and more rarely, and once more when it must have ended
+            // (--settle); meanwhile it is uncertain and nothing is resent.
+            let wait = settle_interval(facts.settle_looks).min(left);
             if state == ItemState::InFlight {
-                let why = "no answer recorded; looked up again once the request must have ended";
+                let why = "no answer recorded; looked up until the request must have ended";
                 changes.push(transition(
                     item_id,
                     state,
@@ -173,6 +178,13 @@ pub(crate) fn after_lookup(
             decision
         }
     }
+}
+
+/// The wait before the next lookup of an item that may still arrive, after `looks` lookups
+/// that did not find it: 1 s, 2 s, 4 s … up to two minutes (a long --settle costs a few lookups
+/// per item, not hundreds).
+pub(crate) fn settle_interval(looks: u32) -> Duration {
+    Duration::from_secs(1u64 << looks.min(7)).min(Duration::from_secs(120))
 }
 
 #[cfg(test)]

@@ -86,12 +86,13 @@ impl Dispatcher<'_> {
                         _ => (Reach::Answered, None),
                     };
                     let outage = self.observe(reach, (item.order_id, item_id), true, cause);
+                    // What the lookup saw is as old as its start.
+                    let looked_at = OffsetDateTime::now_utc() - record.duration;
                     let facts = LookupFacts {
                         own_run: item.run_id == self.run_id,
                         paged_past: self.schedule.paged_past(item_id),
-                        may_still_arrive: self
-                            .book
-                            .may_still_arrive(item_id, OffsetDateTime::now_utc()),
+                        may_still_arrive: self.book.may_still_arrive(item_id, looked_at),
+                        settle_looks: self.book.settle_looks(item_id),
                         tries: self.book.tries(item_id),
                         stopping: self.stopping(),
                         pauses: self.contact.pauses,
@@ -106,6 +107,18 @@ impl Dispatcher<'_> {
                 Done::NotLookedUp => {}
                 Done::Probed(result) => self.probed(result),
             }
+        }
+    }
+
+    /// Nothing runs and what is left waits for its time, most likely out `--settle`: says so
+    /// when that changes.
+    pub(super) fn announce_settling(&self, announced: &mut Option<(usize, OffsetDateTime)>) {
+        let settling = self.book.settling(OffsetDateTime::now_utc());
+        if let Some((items, until)) = settling
+            && settling != *announced
+        {
+            *announced = settling;
+            self.emit(RunnerEvent::Settling { items, until });
         }
     }
 
@@ -165,7 +178,7 @@ impl Dispatcher<'_> {
         Policy {
             max_attempts: self.options.max_attempts,
             resend_uncertain: self.options.resend_uncertain,
-            settle: self.options.request_timeout,
+            settle: self.options.settle,
         }
     }
 }

@@ -22,6 +22,7 @@ fn facts() -> LookupFacts {
         own_run: true,
         paged_past: true,
         may_still_arrive: None,
+        settle_looks: 0,
         tries: 0,
         stopping: false,
         pauses: 0,
@@ -164,28 +165,55 @@ fn every_lookup_verdict_in_each_state_it_can_meet() {
 }
 
 #[test]
-fn a_reissue_that_may_still_arrive_is_looked_up_again_when_it_must_have_ended() {
-    let facts = LookupFacts {
-        may_still_arrive: Some(Duration::from_secs(42)),
-        ..facts()
+fn a_reissue_that_may_still_arrive_is_looked_up_again_more_rarely_and_once_its_window_ends() {
+    let after = |left: u64, looks: u32| {
+        let facts = LookupFacts {
+            may_still_arrive: Some(Duration::from_secs(left)),
+            settle_looks: looks,
+            ..facts()
+        };
+        let decision = after_lookup(
+            item(1),
+            ItemState::Uncertain,
+            Verdict::NotFound,
+            record(),
+            &facts,
+            &policy(),
+        );
+        assert!(
+            !decision
+                .changes
+                .iter()
+                .any(|c| matches!(c, Change::Transition { .. })),
+            "an uncertain item stays uncertain while it may arrive"
+        );
+        match decision.follow_up {
+            Some(FollowUp {
+                job:
+                    Job::LookUp {
+                        state: ItemState::Uncertain,
+                        ..
+                    },
+                after,
+            }) => after,
+            other => panic!("not looked up again: {other:?}"),
+        }
     };
-    let decision = after_lookup(
-        item(1),
-        ItemState::Uncertain,
-        Verdict::NotFound,
-        record(),
-        &facts,
-        &policy(),
+    assert_eq!(after(600, 0), Some(Duration::from_secs(1)));
+    assert_eq!(after(600, 1), Some(Duration::from_secs(2)));
+    assert_eq!(after(600, 3), Some(Duration::from_secs(8)));
+    assert_eq!(after(600, 30), Some(Duration::from_secs(120)));
+    assert_eq!(
+        after(3, 5),
+        Some(Duration::from_secs(3)),
+        "the last look is at the window's end"
     );
-    let Some(FollowUp {
-        job: Job::LookUp { state, .. },
-        after,
-    }) = decision.follow_up
-    else {
-        panic!("not looked up again");
-    };
-    assert_eq!(state, ItemState::Uncertain);
-    assert_eq!(after, Some(Duration::from_secs(42)));
+}
+
+#[test]
+fn the_settle_interval_grows_to_two_minutes_and_stays_there() {
+    let waits: Vec<u64> = (0..10).map(|n| settle_interval(n).as_secs()).collect();
+    assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 120, 120, 120]);
 }
 
 #[test]
