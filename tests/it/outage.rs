@@ -129,7 +129,15 @@ async fn an_outage_in_the_middle_of_a_run_pauses_it_and_costs_no_attempts() {
         let mut cmd = cmd;
         cmd.output().expect("runs")
     });
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Mid-run: once sending is under way (startup takes longer on a loaded machine).
+    let started = std::time::Instant::now();
+    while sim.ledger().accepted.len() < 20 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "nothing was sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     sim.set_faults(Faults {
         error_500: 1.0,
         get_error_500: 1.0,
