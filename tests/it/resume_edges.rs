@@ -30,7 +30,7 @@ async fn the_last_orders_in_flight_at_a_kill_are_each_sent_once_on_resume_and_it
     child.kill().expect("kill -9");
     child.wait().expect("reaped");
     assert_eq!(sim.ledger().accepted.len(), 1, "only order 1 left");
-    // On resume their requests may still arrive for a while (the timeout after they were
+    // On resume their requests may still arrive for a while (--settle after they were
     // marked): the lookups find nothing and look again; the only page, read meanwhile, holds
     // no pending item. Once the window is over they go back to pending and must be sent.
     let mut resume = reissuer(dir.path());
@@ -41,6 +41,8 @@ async fn the_last_orders_in_flight_at_a_kill_are_each_sent_once_on_resume_and_it
         "--rate",
         "unlimited",
         "--timeout",
+        "6s",
+        "--settle",
         "6s",
     ]);
     let out = output(resume).await;
