@@ -25,6 +25,8 @@ fn slow_server(seed: u64) -> Scenario {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_lost_to_a_slow_certcentral_are_waited_for_never_sent_twice() {
+    // 300 orders with 50 ms timeouts keep both cores busy.
+    let _cores = support::cores_to_myself().await;
     let sim = support::simulator(slow_server(18)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=300);
@@ -138,6 +140,7 @@ async fn a_run_left_while_orders_settle_says_so_and_resume_decides_them_later() 
 /// test in `faults`: REISSUER_TORTURE_SEED replays a failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_against_a_slow_certcentral_never_sends_twice_nor_drops_one() {
+    let _cores = support::cores_to_myself().await;
     let seed: u64 = std::env::var("REISSUER_TORTURE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
