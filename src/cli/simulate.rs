@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{Quota, parse_duration};
 use crate::secret::ApiKey;
-use crate::simulator::{self, Faults, Scenario};
+use crate::simulator::{self, Faults, KeyAccount, Role, Scenario};
 
 /// Runs the CertCentral simulator until SIGINT or SIGTERM; prints its base URL first.
 #[derive(Debug, clap::Args)]
@@ -107,7 +107,8 @@ pub struct SimulateArgs {
     #[arg(long = "get-fail-500", value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
     pub get_fail_500: f64,
 
-    /// Seed for every random choice (faults, jitter, DCV tokens), so runs can be repeated.
+    /// Seed for every random choice (faults, jitter, DCV tokens, the listed orders), so runs
+    /// can be repeated.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
 
@@ -120,6 +121,20 @@ pub struct SimulateArgs {
     /// serving. The base URL and the port file are written at once.
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
     pub refuse_connections_for: Duration,
+    /// How many orders the account lists (GET /order/certificate, filters and pages), with ids
+    /// from 10000001: varied names, products, signature hashes (SHA-1 among them), expiry,
+    /// status, organizations and containers, made from --seed.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub orders: u64,
+
+    /// The account id GET /user/me gives for the main key [default: 1234567].
+    #[arg(long, value_name = "ID")]
+    pub account_id: Option<u64>,
+
+    /// One more accepted key, of account ID, with an access role (administrator, manager,
+    /// standard-user, limited-user, finance-manager; default administrator); repeatable.
+    #[arg(long = "account", value_name = "KEY=ID[:ROLE]", value_parser = parse_key_account)]
+    pub other_keys: Vec<KeyAccount>,
 }
 
 impl SimulateArgs {
@@ -148,6 +163,11 @@ impl SimulateArgs {
             seed: self.seed,
             all_500_for: self.all_500_for,
             all_503_for: Duration::ZERO,
+            account_id: self.account_id,
+            other_keys: self.other_keys.clone(),
+            orders: self.orders,
+            refused_list_filters: Vec::new(),
+            ignored_list_filters: Vec::new(),
         }
     }
 }
@@ -164,6 +184,11 @@ pub enum SimulateArgError {
     /// An empty key.
     #[error("the simulator's API key must not be empty")]
     EmptyKey,
+    /// Not `KEY=ID` or `KEY=ID:ROLE`.
+    #[error(
+        "--account takes KEY=ID or KEY=ID:ROLE (ROLE one of administrator, limited-user, finance-manager, manager, standard-user)"
+    )]
+    KeyAccount,
 }
 
 fn parse_order_range(text: &str) -> Result<RangeInclusive<u64>, SimulateArgError> {
@@ -183,6 +208,28 @@ fn parse_probability(text: &str) -> Result<f64, SimulateArgError> {
         .ok()
         .filter(|p| (0.0..=1.0).contains(p))
         .ok_or_else(|| SimulateArgError::Probability(text.to_owned()))
+}
+
+/// `KEY=ID[:ROLE]`. The message never repeats the text: it holds a key.
+fn parse_key_account(text: &str) -> Result<KeyAccount, SimulateArgError> {
+    let (key, rest) = text.rsplit_once('=').ok_or(SimulateArgError::KeyAccount)?;
+    let (id, role) = rest.split_once(':').unwrap_or((rest, "administrator"));
+    let role = Role::ALL
+        .into_iter()
+        .find(|r| r.slug() == role.trim().to_ascii_lowercase())
+        .ok_or(SimulateArgError::KeyAccount)?;
+    let account_id = id
+        .trim()
+        .parse()
+        .map_err(|_| SimulateArgError::KeyAccount)?;
+    if key.trim().is_empty() {
+        return Err(SimulateArgError::KeyAccount);
+    }
+    Ok(KeyAccount {
+        key: key.trim().to_owned(),
+        account_id,
+        role,
+    })
 }
 
 fn parse_api_key(text: &str) -> Result<ApiKey, SimulateArgError> {
@@ -323,6 +370,10 @@ mod tests {
             "--seed=42",
             "--all-500-for=8s",
             "--refuse-connections-for=3s",
+            "--orders=2500",
+            "--account-id=11",
+            "--account=second-key=22",
+            "--account=third-key=33:standard-user",
         ])
         .expect("valid flags");
         assert!(
@@ -352,6 +403,21 @@ mod tests {
         assert_eq!(scenario.seed, 42);
         assert_eq!(scenario.all_500_for, Duration::from_secs(8));
         assert_eq!(args.refuse_connections_for, Duration::from_secs(3));
+        assert_eq!(scenario.orders, 2500);
+        assert_eq!(scenario.account_id, Some(11));
+        let others: Vec<(&str, u64, Role)> = scenario
+            .other_keys
+            .iter()
+            .map(|k| (k.key.as_str(), k.account_id, k.role))
+            .collect();
+        assert_eq!(
+            others,
+            [
+                ("second-key", 22, Role::Administrator),
+                ("third-key", 33, Role::StandardUser)
+            ]
+        );
+        assert!(!format!("{scenario:?}").contains("third-key"));
     }
 
     #[test]
@@ -376,6 +442,10 @@ mod tests {
             &["--rate=0/5s"],
             &["--latency=fast"],
             &["--api-key= "],
+            &["--account=k"],
+            &["--account=k=x"],
+            &["--account==5"],
+            &["--account=k=5:emperor"],
         ] {
             assert!(parse(flags).is_err(), "{flags:?} accepted");
         }

@@ -15,19 +15,34 @@
 //! [`ReservedPort`] holds a loopback port on which connections are refused until the simulator
 //! starts serving on it.
 //!
+//! The key says who is calling: `GET /user/me` and `GET /account` answer with the account a key
+//! belongs to ([`Scenario::account_id`] for the main key, [`Scenario::other_keys`] for more), so
+//! tests can use "the same account" and "another account" on one server.
+//!
+//! The account holds [`Scenario::orders`] listed orders (`GET /order/certificate`, with
+//! `filters[...]`, `sort`, `offset` and `limit`; a filter it does not know is a 400, as a strict
+//! server would answer), made from the seed: varied names, products, signature hashes, expiry,
+//! status, organizations and containers (see `catalog.rs`). Every key sees the same orders.
+//!
 //! Simulated orders: every order id exists unless a [`Scenario::missing_orders`] range names it.
 //! Before any reissue an order holds an issued certificate with CN `order-<id>.example.com` and
 //! SANs `order-<id>.example.com`, `www.order-<id>.example.com`. Orders whose id is a multiple of 7
 //! run on nginx (`server_platform` 45) with `sha384`; all others on apache (2) with `sha256`, so
-//! code that fills a reissue from the order's own values sees more than one answer.
+//! code that fills a reissue from the order's own values sees more than one answer. A listed
+//! order answers order info with its own names, hash, product and expiry instead.
+//!
 //!
 //! Between a reissue and its certificate (see `rotation.rs`): a reissue with a token DCV method
 //! stays `reissue_pending` until its token is published (`POST /__simulator/dcv`, standing in
 //! for DNS automation) and `check-dcv` finds it; a reissue that needs approval waits until
 //! `PUT /request/{id}/status` approves it.
 
+mod accounts;
 mod ca;
+mod catalog;
 mod csr;
+#[cfg(test)]
+mod list_tests;
 mod rotation;
 #[cfg(test)]
 mod rotation_tests;
@@ -44,7 +59,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use catalog::FIRST_LISTED_ORDER;
 pub use server::{ReservedPort, SimulatorHandle, start, start_on_loopback};
+
+/// The account id `/user/me` gives for the main key when [`Scenario::account_id`] is not set.
+pub const DEFAULT_ACCOUNT_ID: u64 = 1_234_567;
 
 /// How the simulated CertCentral account behaves.
 #[derive(Clone, Default)]
@@ -75,7 +94,7 @@ pub struct Scenario {
     pub commit_delay: Duration,
     /// Plus a uniform random `0..=commit_delay_jitter`.
     pub commit_delay_jitter: Duration,
-    /// Seeds every random choice: faults, jitter, DCV tokens, serial numbers.
+    /// Seeds every random choice: faults, jitter, DCV tokens, serial numbers, listed orders.
     pub seed: u64,
     /// An outage behind the load balancer: for this long after the simulator starts, every API
     /// request is answered 500 before its key, quotas or body are looked at, and nothing is
@@ -84,6 +103,87 @@ pub struct Scenario {
     /// The same, answered 503 without `Retry-After` (after `all_500_for`, if both are set): a
     /// CertCentral that only says it is unavailable.
     pub all_503_for: Duration,
+    /// The account of the main key (`api_key`, or any key when that is `None`);
+    /// [`DEFAULT_ACCOUNT_ID`] when not set.
+    pub account_id: Option<u64>,
+    /// More keys, each of its own account and role; accepted besides `api_key`.
+    pub other_keys: Vec<KeyAccount>,
+    /// How many orders the account lists (`GET /order/certificate`), with ids from
+    /// [`FIRST_LISTED_ORDER`]; zero lists none.
+    pub orders: u64,
+    /// Documented list filters this server does not support: it answers them with a 400, like
+    /// a filter it does not know.
+    pub refused_list_filters: Vec<String>,
+    /// Documented list filters this server accepts but does not apply (it lists as if they were
+    /// not given).
+    pub ignored_list_filters: Vec<String>,
+}
+
+/// A key and whose it is.
+#[derive(Clone)]
+pub struct KeyAccount {
+    pub key: String,
+    pub account_id: u64,
+    pub role: Role,
+}
+
+// By hand, so that the key never reaches a log line through `{:?}`.
+impl fmt::Debug for KeyAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyAccount")
+            .field("key", &"<redacted>")
+            .field("account_id", &self.account_id)
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+/// The access roles of `/user/me`, with CertCentral's ids.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    #[default]
+    Administrator,
+    LimitedUser,
+    FinanceManager,
+    Manager,
+    StandardUser,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Administrator,
+        Role::LimitedUser,
+        Role::FinanceManager,
+        Role::Manager,
+        Role::StandardUser,
+    ];
+
+    /// CertCentral's role id.
+    pub fn id(self) -> u64 {
+        match self {
+            Role::Administrator => 1,
+            Role::LimitedUser => 2,
+            Role::FinanceManager => 3,
+            Role::Manager => 4,
+            Role::StandardUser => 5,
+        }
+    }
+
+    /// CertCentral's role name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Administrator => "Administrator",
+            Role::LimitedUser => "Limited User",
+            Role::FinanceManager => "Finance Manager",
+            Role::Manager => "Manager",
+            Role::StandardUser => "Standard User",
+        }
+    }
+
+    /// The role's name in lower case with dashes (`standard-user`), as `simulate` takes it.
+    pub fn slug(self) -> String {
+        self.name().to_ascii_lowercase().replace(' ', "-")
+    }
 }
 
 // Written by hand so that the key never reaches a log line through `{:?}`.
@@ -104,6 +204,11 @@ impl fmt::Debug for Scenario {
             .field("seed", &self.seed)
             .field("all_500_for", &self.all_500_for)
             .field("all_503_for", &self.all_503_for)
+            .field("account_id", &self.account_id)
+            .field("other_keys", &self.other_keys)
+            .field("orders", &self.orders)
+            .field("refused_list_filters", &self.refused_list_filters)
+            .field("ignored_list_filters", &self.ignored_list_filters)
             .finish()
     }
 }
@@ -127,7 +232,7 @@ pub struct Faults {
     pub latency: Duration,
     /// Plus a uniform random `0..=latency_jitter`.
     pub latency_jitter: Duration,
-    /// An API GET (order info, reissue list, status changes, download) gets 500.
+    /// An API GET (order info, reissue list, status changes, order list, download) gets 500.
     pub get_error_500: f64,
 }
 
@@ -180,6 +285,9 @@ pub struct RequestRecord {
     pub method: String,
     /// The URI path, without the query string.
     pub path: String,
+    /// The query string as received (empty when there was none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub query: String,
     /// The status sent, or 0 if no response was sent (connection dropped by a fault, or by the
     /// client while the answer was delayed).
     pub status: u16,

@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::accounts::{self, Caller};
 use super::ca::ChainFormat;
 use super::csr::{CsrCache, ParsedKey};
 use super::rotation::RequestQuery;
@@ -52,7 +53,7 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             code: code.into(),
             message: message.into(),
@@ -68,7 +69,7 @@ impl ApiError {
 
     /// CertCentral's codes for wrong values are not documented; this `invalid_param:<path>`
     /// mirrors the documented `required_param:<path>`.
-    fn invalid(path: &str, what: &str) -> Self {
+    pub(crate) fn invalid(path: &str, what: &str) -> Self {
         Self::new(format!("invalid_param:{path}"), format!("{path} {what}."))
     }
 
@@ -281,6 +282,12 @@ enum Route {
         order_id: u64,
     },
     StatusChanges,
+    /// `GET /order/certificate`: the account's orders, filtered and paged.
+    ListOrders,
+    /// `GET /user/me`: who the key belongs to.
+    UserMe,
+    /// `GET /account`: the key's account.
+    Account,
     Download {
         certificate_id: u64,
         format: ChainFormat,
@@ -315,6 +322,9 @@ impl Route {
         let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
         let order = |id: &str, route: fn(u64) -> Self| id.parse().map_or(Self::UnknownOrder, route);
         match (method, segments.as_slice()) {
+            (&Method::GET, ["order", "certificate"]) => Self::ListOrders,
+            (&Method::GET, ["user", "me"]) => Self::UserMe,
+            (&Method::GET, ["account"]) => Self::Account,
             (&Method::GET, ["order", "certificate", "status-changes"]) => Self::StatusChanges,
             (&Method::POST, ["order", "certificate", id, "reissue"]) => {
                 order(id, |order_id| Self::Reissue { order_id })
@@ -363,6 +373,7 @@ impl Route {
             Self::ReissueList { .. }
                 | Self::OrderInfo { .. }
                 | Self::StatusChanges
+                | Self::ListOrders
                 | Self::Download { .. }
         )
     }
@@ -390,14 +401,15 @@ enum Outcome {
 struct Exchange {
     shared: Arc<Shared>,
     received_us: u64,
-    line: Option<(String, String)>,
+    /// Method, path and query.
+    line: Option<(String, String, String)>,
 }
 
 impl Exchange {
     fn record(&mut self, state: &mut State, status: u16) {
-        if let Some((method, path)) = self.line.take() {
+        if let Some((method, path, query)) = self.line.take() {
             tracing::debug!(%method, %path, status, "simulator answered");
-            state.record(self.received_us, method, path, status);
+            state.record(self.received_us, method, path, query, status);
         }
     }
 }
@@ -460,7 +472,11 @@ pub(crate) async fn handle(
     let mut exchange = Exchange {
         shared: Arc::clone(&shared),
         received_us: 0,
-        line: Some((parts.method.to_string(), parts.uri.path().to_owned())),
+        line: Some((
+            parts.method.to_string(),
+            parts.uri.path().to_owned(),
+            parts.uri.query().unwrap_or_default().to_owned(),
+        )),
     };
     let query = parts.uri.query().map(str::to_owned);
     let commit_delay = match route {
@@ -558,6 +574,7 @@ async fn outage(
         now_us,
         parts.method.to_string(),
         parts.uri.path().to_owned(),
+        parts.uri.query().unwrap_or_default().to_owned(),
         response.status().as_u16(),
     );
     response
@@ -569,7 +586,7 @@ async fn outage(
 fn process(
     shared: &Shared,
     exchange: &mut Exchange,
-    key_check: Result<(), KeyRefusal>,
+    key_check: Result<Caller, KeyRefusal>,
     route: Route,
     query: Option<&str>,
     read: ReadBody,
@@ -595,14 +612,15 @@ fn decide(
     shared: &Shared,
     state: &mut State,
     now_us: u64,
-    key_check: Result<(), KeyRefusal>,
+    key_check: Result<Caller, KeyRefusal>,
     route: Route,
     query: Option<&str>,
     read: ReadBody,
 ) -> Outcome {
-    if let Err(refused) = key_check {
-        return Outcome::Answer(refused.response());
-    }
+    let caller = match key_check {
+        Ok(caller) => caller,
+        Err(refused) => return Outcome::Answer(refused.response()),
+    };
     if state.key_revoked {
         return Outcome::Answer(KeyRefusal::Wrong.response());
     }
@@ -635,6 +653,16 @@ fn decide(
             code: "not_found|request".into(),
             message: "The request could not be found.".into(),
         })),
+        Route::UserMe => {
+            Outcome::Answer(json_response(StatusCode::OK, &accounts::user_me(&caller)))
+        }
+        Route::Account => {
+            Outcome::Answer(json_response(StatusCode::OK, &accounts::account(&caller)))
+        }
+        Route::ListOrders => match super::catalog::list(shared, state, query, now_us) {
+            Ok(page) => Outcome::Answer(json_response(StatusCode::OK, &page)),
+            Err(error) => Outcome::Answer(error_response(StatusCode::BAD_REQUEST, vec![error])),
+        },
         Route::OrderInfo { order_id }
         | Route::ReissueList { order_id }
         | Route::CheckDcv { order_id }
@@ -796,14 +824,12 @@ impl KeyRefusal {
     }
 }
 
-fn check_key(scenario: &Scenario, headers: &HeaderMap) -> Result<(), KeyRefusal> {
+/// The caller a key names, or why it is refused.
+fn check_key(scenario: &Scenario, headers: &HeaderMap) -> Result<Caller, KeyRefusal> {
     match headers.get("x-dc-devkey") {
         None => Err(KeyRefusal::Missing),
         Some(sent) if sent.is_empty() => Err(KeyRefusal::Empty),
-        Some(sent) => match &scenario.api_key {
-            Some(expected) if sent.as_bytes() != expected.as_bytes() => Err(KeyRefusal::Wrong),
-            _ => Ok(()),
-        },
+        Some(sent) => accounts::caller(scenario, sent.as_bytes()).ok_or(KeyRefusal::Wrong),
     }
 }
 
@@ -999,6 +1025,13 @@ mod tests {
             Route::Unknown
         );
         assert_eq!(route(Method::GET, "/order/certificate/12"), Route::Unknown);
+        assert_eq!(
+            route(Method::GET, "/services/v2/order/certificate"),
+            Route::ListOrders
+        );
+        assert_eq!(route(Method::GET, "/services/v2/user/me"), Route::UserMe);
+        assert_eq!(route(Method::GET, "/services/v2/account"), Route::Account);
+        assert_eq!(route(Method::POST, "/services/v2/user/me"), Route::Unknown);
     }
 
     #[test]

@@ -49,6 +49,13 @@ impl SimulatorHandle {
         self.shared.lock().ledger.clone()
     }
 
+    /// Every listed order (`Scenario::orders`) as `GET /order/certificate` shows it now, by id,
+    /// with no filter: what a test compares a selection with.
+    pub fn listed_orders(&self) -> Vec<serde_json::Value> {
+        let now_us = self.shared.clock.now_us();
+        super::catalog::snapshot(&self.shared, &mut self.shared.lock(), now_us)
+    }
+
     /// Replaces the faults; requests already past their fault draw are not affected.
     pub fn set_faults(&self, faults: Faults) {
         self.shared.lock().faults = faults;

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::ca::{Ca, LeafSpec};
+use super::catalog::Catalog;
 use super::csr::{CsrCache, ParsedKey};
 use super::rotation::{self, ApprovalGate, CheckOutcome, DcvGate, RequestQuery};
 use super::routes::ValidReissue;
@@ -34,16 +35,21 @@ pub(crate) struct Shared {
     pub clock: Clock,
     pub ca: Ca,
     pub csrs: CsrCache,
+    /// The orders the account lists; fixed at start.
+    pub catalog: Catalog,
     state: Mutex<State>,
 }
 
 impl Shared {
     pub(crate) fn new(scenario: Scenario) -> Result<Self, rcgen::Error> {
         let state = State::new(&scenario);
+        let clock = Clock::new();
+        let catalog = Catalog::generate(scenario.orders, scenario.seed, clock.date_time(0));
         Ok(Self {
-            clock: Clock::new(),
+            clock,
             ca: Ca::generate()?,
             csrs: CsrCache::default(),
+            catalog,
             state: Mutex::new(state),
             scenario,
         })
@@ -85,6 +91,23 @@ impl Shared {
                 .unwrap_or(rotation::DEFAULT_TOKEN_VALIDITY),
         )
     }
+
+    /// The certificate the order holds before its first reissue: a listed order's own, or the
+    /// made-up one every other order id has.
+    fn initial_fields(&self, order_id: u64) -> CertificateFields {
+        self.catalog.get(order_id).map_or_else(
+            || CertificateFields::initial(order_id),
+            |o| o.fields.clone(),
+        )
+    }
+
+    /// When the order's first certificate starts and ends.
+    fn initial_validity(&self, order_id: u64) -> (OffsetDateTime, OffsetDateTime) {
+        self.catalog.get(order_id).map_or_else(
+            || (order_placed(&self.clock), order_valid_till(&self.clock)),
+            |o| (o.valid_from, o.valid_till),
+        )
+    }
 }
 
 /// Monotonic time since start, and the wall-clock time it corresponds to.
@@ -114,7 +137,7 @@ impl Clock {
         self.start_unix_ms.saturating_add(us / 1000)
     }
 
-    fn date_time(&self, us: u64) -> OffsetDateTime {
+    pub(crate) fn date_time(&self, us: u64) -> OffsetDateTime {
         unix_ms_to_date_time(self.unix_ms(us))
     }
 }
@@ -160,13 +183,14 @@ struct Reissue {
 }
 
 /// The fields a certificate shows in order info and the reissue list.
-#[derive(Clone)]
-struct CertificateFields {
-    common_name: String,
-    dns_names: Vec<String>,
-    signature_hash: String,
-    server_platform_id: i64,
-    key_size: u32,
+#[derive(Debug, Clone)]
+pub(crate) struct CertificateFields {
+    pub common_name: String,
+    pub dns_names: Vec<String>,
+    /// Lowercase.
+    pub signature_hash: String,
+    pub server_platform_id: i64,
+    pub key_size: u32,
 }
 
 impl CertificateFields {
@@ -189,6 +213,18 @@ enum ReissueStatus {
     Pending,
     Issued { at_us: u64 },
     NeedsApproval,
+}
+
+/// What an order shows now: its status and the certificate it holds.
+pub(crate) struct Current {
+    pub status: &'static str,
+    pub certificate_id: u64,
+    pub initial_certificate_id: u64,
+    pub serial_number: String,
+    pub fields: CertificateFields,
+    /// The CSR of the reissue that made the certificate.
+    pub csr: Option<String>,
+    pub valid_till: OffsetDateTime,
 }
 
 /// What a reissue commit answered with.
@@ -301,11 +337,19 @@ impl State {
         true
     }
 
-    pub(crate) fn record(&mut self, received_us: u64, method: String, path: String, status: u16) {
+    pub(crate) fn record(
+        &mut self,
+        received_us: u64,
+        method: String,
+        path: String,
+        query: String,
+        status: u16,
+    ) {
         self.ledger.requests.push(RequestRecord {
             received_us,
             method,
             path,
+            query,
             status,
         });
     }
@@ -365,7 +409,7 @@ impl State {
         reissue: ValidReissue,
         now_us: u64,
     ) -> Committed {
-        let previous = self.latest_fields(order_id);
+        let previous = self.latest_fields(shared, order_id);
         let index = self.reissues.len();
         self.order(order_id).reissues.push(index);
         let request_id = take_id(&mut self.next_request_id);
@@ -449,12 +493,12 @@ impl State {
     }
 
     /// The fields of the order's newest reissue, or of its initial certificate.
-    fn latest_fields(&self, order_id: u64) -> CertificateFields {
+    fn latest_fields(&self, shared: &Shared, order_id: u64) -> CertificateFields {
         self.orders
             .get(&order_id)
             .and_then(|o| o.reissues.last())
             .map_or_else(
-                || CertificateFields::initial(order_id),
+                || shared.initial_fields(order_id),
                 |&i| self.reissues[i].fields.clone(),
             )
     }
@@ -474,36 +518,66 @@ impl State {
         }
     }
 
-    /// `GET /order/certificate/{order_id}`.
-    pub(crate) fn order_info(&mut self, shared: &Shared, order_id: u64, now_us: u64) -> Value {
+    /// The order's status and the certificate it holds now: the newest issued reissue's, or
+    /// the one it started with.
+    pub(crate) fn current(&mut self, shared: &Shared, order_id: u64, now_us: u64) -> Current {
         self.order(order_id);
         let order = &self.orders[&order_id];
         let newest = order.reissues.last().map(|&i| &self.reissues[i]);
-        let status = newest.map_or("issued", |r| order_status(self.status(shared, r, now_us)));
-        let current = order.reissues.iter().rev().find_map(|&i| {
+        let today = shared.clock.date_time(now_us).date();
+        let status = match newest {
+            None => shared
+                .catalog
+                .get(order_id)
+                .map_or("issued", |listed| listed.status_on(today)),
+            Some(reissue) => order_status(self.status(shared, reissue, now_us)),
+        };
+        let issued = order.reissues.iter().rev().find_map(|&i| {
             match self.status(shared, &self.reissues[i], now_us) {
                 ReissueStatus::Issued { at_us } => Some((i, at_us)),
                 _ => None,
             }
         });
-        let certificate = match current {
+        let (certificate_id, fields, csr, valid_till) = match issued {
             Some((i, issued_us)) => {
                 let reissue = &self.reissues[i];
-                let csr = self.ledger.accepted[i].csr.as_deref();
-                self.certificate_json(reissue.certificate_id, &reissue.fields, csr)
-                    .with(
-                        "valid_till",
-                        date(reissue_not_after(&shared.clock, reissue, issued_us)),
-                    )
-            }
-            None => self
-                .certificate_json(
-                    order.initial_certificate_id,
-                    &CertificateFields::initial(order_id),
-                    None,
+                (
+                    reissue.certificate_id,
+                    reissue.fields.clone(),
+                    self.ledger.accepted[i].csr.clone(),
+                    reissue_not_after(&shared.clock, reissue, issued_us),
                 )
-                .with("valid_till", date(order_valid_till(&shared.clock))),
+            }
+            None => (
+                order.initial_certificate_id,
+                shared.initial_fields(order_id),
+                None,
+                shared.initial_validity(order_id).1,
+            ),
         };
+        Current {
+            status,
+            certificate_id,
+            initial_certificate_id: order.initial_certificate_id,
+            serial_number: hex::encode_upper(serial(self.seed, certificate_id)),
+            fields,
+            csr,
+            valid_till,
+        }
+    }
+
+    /// `GET /order/certificate/{order_id}`.
+    pub(crate) fn order_info(&mut self, shared: &Shared, order_id: u64, now_us: u64) -> Value {
+        let current = self.current(shared, order_id, now_us);
+        let status = current.status;
+        let certificate = self
+            .certificate_json(
+                current.certificate_id,
+                &current.fields,
+                current.csr.as_deref(),
+            )
+            .with("valid_till", date(current.valid_till));
+        let order = &self.orders[&order_id];
         let mut requests: Vec<Value> = order
             .reissues
             .iter()
@@ -520,14 +594,18 @@ impl State {
                 })
             })
             .collect();
+        let placed = shared
+            .catalog
+            .get(order_id)
+            .map_or_else(|| order_placed(&shared.clock), |listed| listed.date_created);
         requests.push(json!({
             "id": order.initial_request_id,
-            "date": date_time(order_placed(&shared.clock)),
+            "date": date_time(placed),
             "type": "new_request",
             "status": "approved",
             "comments": "",
         }));
-        json!({
+        let mut info = json!({
             "id": order_id,
             "status": status,
             "certificate": certificate,
@@ -536,7 +614,29 @@ impl State {
             "order_valid_till": date(order_valid_till(&shared.clock)),
             "cs_provisioning_method": "none",
             "allow_duplicates": false,
-        })
+        });
+        if let Some(listed) = shared.catalog.get(order_id) {
+            info = info
+                .with(
+                    "product",
+                    json!({"name_id": listed.product.0, "name": listed.product.1,
+                           "type": "ssl_certificate"}),
+                )
+                .with(
+                    "organization",
+                    json!({"id": listed.organization.0, "name": listed.organization.1}),
+                )
+                .with(
+                    "container",
+                    json!({"id": listed.container.0, "name": listed.container.1}),
+                )
+                .with("date_created", date_time(listed.date_created))
+                .with(
+                    "order_valid_till",
+                    date(listed.valid_till.max(order_valid_till(&shared.clock))),
+                );
+        }
+        info
     }
 
     fn certificate_json(
@@ -646,15 +746,16 @@ impl State {
         match self.certificates.get(&certificate_id) {
             None => Download::NotFound,
             Some(&CertificateRef::Initial { order_id }) => {
-                let fields = CertificateFields::initial(order_id);
+                let fields = shared.initial_fields(order_id);
+                let (not_before, not_after) = shared.initial_validity(order_id);
                 Download::Sign(LeafJob {
                     certificate_id,
                     key: None,
                     common_name: fields.common_name,
                     dns_names: fields.dns_names,
                     serial,
-                    not_before: order_placed(&shared.clock),
-                    not_after: order_valid_till(&shared.clock),
+                    not_before,
+                    not_after,
                 })
             }
             Some(&CertificateRef::Reissue { index }) => {
@@ -1020,7 +1121,7 @@ fn unix_ms_to_date_time(ms: u64) -> OffsetDateTime {
 }
 
 /// `2026-11-23T10:33:26+00:00`: second precision and an explicit offset, like the docs.
-fn date_time(at: OffsetDateTime) -> String {
+pub(crate) fn date_time(at: OffsetDateTime) -> String {
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00",
         at.year(),
@@ -1033,7 +1134,7 @@ fn date_time(at: OffsetDateTime) -> String {
 }
 
 /// `2026-11-23`.
-fn date(at: OffsetDateTime) -> String {
+pub(crate) fn date(at: OffsetDateTime) -> String {
     format!(
         "{:04}-{:02}-{:02}",
         at.year(),

@@ -363,7 +363,7 @@ async fn unknown_routes_answer_404_not_found_route() {
     let sim = simulator(keyed()).await;
     for path in [
         "/order/certificate/1/cancel",
-        "/user/me",
+        "/user/you",
         "/certificate/1/download/format/p7b",
     ] {
         let response = get(&sim, path).await;
