@@ -9,8 +9,9 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AG
 use reqwest::{Method, StatusCode};
 
 pub use wire::{
-    DcvCheck, DcvToken, NameValidation, OrderInfo, ReissueEntry, RequestInfo, RequestPage,
-    ServiceError, StatusChange,
+    AccountInfo, DcvCheck, DcvToken, ListedCertificate, ListedOrder, ListedProduct, NameValidation,
+    Named, OrderInfo, OrderPage, PageInfo, ReissueEntry, RequestInfo, RequestPage, ServiceError,
+    StatusChange, UserMe,
 };
 
 use crate::secret::ApiKey;
@@ -292,6 +293,32 @@ impl Client {
         );
         let list: wire::StatusChanges = self.get_json(&url).await?;
         Ok(list.orders)
+    }
+
+    /// `GET /user/me`: who the key belongs to (account, user, roles).
+    pub async fn user_me(&self) -> Result<UserMe, ApiError> {
+        let url = format!("{}/user/me", self.base_url);
+        self.get_json(&url).await
+    }
+
+    /// `GET /account`: the key's account (its id and CertCentral type).
+    pub async fn account(&self) -> Result<AccountInfo, ApiError> {
+        let url = format!("{}/account", self.base_url);
+        self.get_json(&url).await
+    }
+
+    /// `GET /order/certificate?…`: one page of the account's orders; `query` is the list of
+    /// parameters (`filters[status]`, `offset`, `limit`, …) as name and value, encoded here.
+    pub async fn list_orders(&self, query: &[(String, String)]) -> Result<OrderPage, ApiError> {
+        let mut url = format!("{}/order/certificate", self.base_url);
+        if !query.is_empty() {
+            let encoded = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(query)
+                .finish();
+            url.push('?');
+            url.push_str(&encoded);
+        }
+        self.get_json(&url).await
     }
 
     /// `GET /certificate/{id}/download/format/pem_all`: leaf, intermediates and root as PEM.

@@ -197,6 +197,115 @@ pub struct Page {
     pub offset: Option<u64>,
 }
 
+/// An id CertCentral may write as a number or as a string of digits.
+fn lenient_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Number(u64),
+        Text(String),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Option::<Id>::deserialize(deserializer)? {
+        Some(Id::Number(id)) => Some(id),
+        Some(Id::Text(text)) => text.trim().parse().ok(),
+        Some(Id::Other(_)) | None => None,
+    })
+}
+
+/// `GET /user/me`: who the key belongs to.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UserMe {
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub id: Option<u64>,
+    pub username: Option<String>,
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub account_id: Option<u64>,
+    pub container: Option<Named>,
+    /// `null` is read as none.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub access_roles: Vec<Named>,
+}
+
+/// `GET /account`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AccountInfo {
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub id: Option<u64>,
+    /// `retail`, `enterprise` or `reseller`.
+    pub cert_central_type: Option<String>,
+}
+
+/// `{"id": …, "name": …}`: a role, an organization, a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Named {
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub id: Option<u64>,
+    pub name: Option<String>,
+}
+
+/// One page of `GET /order/certificate`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct OrderPage {
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub orders: Vec<ListedOrder>,
+    #[serde(default)]
+    pub page: PageInfo,
+}
+
+/// Where a page sits in the whole list.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct PageInfo {
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub total: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub limit: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub offset: Option<u64>,
+}
+
+/// One order of the list.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ListedOrder {
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub id: Option<u64>,
+    #[serde(default)]
+    pub certificate: ListedCertificate,
+    pub status: Option<String>,
+    pub date_created: Option<String>,
+    pub organization: Option<Named>,
+    pub container: Option<Named>,
+    pub product: Option<ListedProduct>,
+}
+
+/// The certificate an order of the list holds.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ListedCertificate {
+    #[serde(default, deserialize_with = "lenient_id")]
+    pub id: Option<u64>,
+    pub common_name: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub dns_names: Vec<String>,
+    /// `yyyy-MM-dd`.
+    pub valid_till: Option<String>,
+    pub signature_hash: Option<String>,
+}
+
+/// The product of an order of the list.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ListedProduct {
+    pub name_id: Option<String>,
+    pub name: Option<String>,
+}
+
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +324,36 @@ mod tests {
         );
         assert_eq!(parse_errors(b"<html>bad gateway</html>")[0].code, "");
         assert!(parse_errors(b"").is_empty());
+    }
+
+    #[test]
+    fn user_me_reads_ids_as_numbers_or_strings_and_null_roles_as_none() {
+        let me: UserMe = serde_json::from_str(
+            r#"{"id":"12","username":"jdoe","account_id":5550001,"access_roles":null,"extra":1}"#,
+        )
+        .expect("reads");
+        assert_eq!((me.id, me.account_id), (Some(12), Some(5_550_001)));
+        assert!(me.access_roles.is_empty());
+        let me: UserMe = serde_json::from_str(r#"{"account_id":{"odd":true}}"#).expect("reads");
+        assert_eq!(me.account_id, None);
+    }
+
+    #[test]
+    fn an_order_page_reads_the_documented_shape() {
+        let page: OrderPage = serde_json::from_str(
+            r#"{"orders":[{"id":1,"certificate":{"id":2,"common_name":"a.example","dns_names":["a.example","b.example"],"valid_till":"2027-01-31","days_remaining":5,"signature_hash":"SHA256"},"status":"issued","organization":{"id":3,"name":"Org"},"container":{"id":4,"name":"Main"},"product":{"name_id":"ssl_plus","name":"Standard SSL","type":"ssl_certificate"}},{"id":9,"certificate":{"dns_names":null}}],"page":{"total":"2","limit":1000,"offset":0}}"#,
+        )
+        .expect("reads");
+        assert_eq!(page.page.total, Some(2));
+        assert_eq!(page.orders.len(), 2);
+        assert_eq!(
+            page.orders[0].certificate.dns_names,
+            ["a.example", "b.example"]
+        );
+        assert_eq!(
+            page.orders[0].container.as_ref().and_then(|c| c.id),
+            Some(4)
+        );
+        assert!(page.orders[1].certificate.dns_names.is_empty());
     }
 }

@@ -1,0 +1,206 @@
+//! Reads that are safe to repeat (GETs): each try waits for the rate limiter; a 429 or 503
+//! pauses every user of the limiter and tries again; a 5xx, a lost connection or an unreadable
+//! answer tries again after a growing backoff. Like the runner during an outage, a read goes on
+//! until `give_up_after` has passed since its first failure; 401/403 and other 4xx answers end
+//! it at once. Every request is noted, so the caller can count and record it. What the end of a
+//! read means is the caller's to decide.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use backon::BackoffBuilder;
+
+use crate::api::{ApiError, Disposition};
+use crate::limiter::Limiter;
+
+/// How long a read goes on failing before it gives up, unless told otherwise (the runner's
+/// `--give-up-after` default).
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(15 * 60);
+/// The pause after a 429/503 that gave no Retry-After, doubled each time, capped.
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+const LONGEST_PAUSE: Duration = Duration::from_secs(60);
+
+/// Why a read ended without an answer to use.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// 401 or 403: the key is wrong or lacks permission.
+    #[error("CertCentral refused the credentials")]
+    Credentials(#[source] ApiError),
+    /// Another 4xx: asking again would get the same answer.
+    #[error("CertCentral refused the request")]
+    Rejected(#[source] ApiError),
+    /// Errors, lost connections or throttling every time, for longer than the read was to wait.
+    #[error("no answer after {tries} tries in {}", crate::config::format_duration(*waited))]
+    GaveUp {
+        tries: usize,
+        waited: Duration,
+        #[source]
+        last: ApiError,
+    },
+}
+
+impl ReadError {
+    /// The HTTP status of the answer that ended the read, if there was one.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            ReadError::Credentials(err) | ReadError::Rejected(err) => err.http_status(),
+            ReadError::GaveUp { last, .. } => last.http_status(),
+        }
+    }
+}
+
+/// One request a read made.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// When it started, for the journal's record of requests.
+    pub started_at: time::OffsetDateTime,
+    pub duration: Duration,
+    /// The answer's status; `None` when no answer came.
+    pub http_status: Option<u16>,
+}
+
+/// Calls `call` until it gives an answer to use (see the module header); every request it
+/// made is pushed onto `attempts`.
+pub async fn read<T, F, Fut>(
+    limiter: &Limiter,
+    give_up_after: Duration,
+    attempts: &mut Vec<Attempt>,
+    mut call: F,
+) -> Result<T, ReadError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    let mut backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let mut first_failure: Option<Instant> = None;
+    let mut tries = 0;
+    let mut pauses = 0;
+    loop {
+        tries += 1;
+        limiter.acquire().await;
+        let started_at = time::OffsetDateTime::now_utc();
+        let started = Instant::now();
+        let result = call().await;
+        attempts.push(Attempt {
+            started_at,
+            duration: started.elapsed(),
+            http_status: match &result {
+                Ok(_) => Some(200),
+                Err(err) => err.http_status(),
+            },
+        });
+        let err = match result {
+            Ok(value) => return Ok(value),
+            Err(err) => err,
+        };
+        let disposition = err.disposition();
+        match disposition {
+            Disposition::StopCredentials => return Err(ReadError::Credentials(err)),
+            Disposition::Fail => return Err(ReadError::Rejected(err)),
+            Disposition::Pause(_) | Disposition::Unreachable | Disposition::Reconcile => {}
+        }
+        let waited = first_failure.get_or_insert_with(Instant::now).elapsed();
+        if waited >= give_up_after {
+            return Err(ReadError::GaveUp {
+                tries,
+                waited,
+                last: err,
+            });
+        }
+        match disposition {
+            Disposition::Pause(wait) => {
+                let doubled = FIRST_PAUSE.saturating_mul(1 << pauses.min(6));
+                pauses += 1;
+                let wait = wait.unwrap_or(doubled.min(LONGEST_PAUSE));
+                tracing::warn!(
+                    "CertCentral throttled the account; waiting {}",
+                    crate::config::format_duration(wait)
+                );
+                limiter.pause_for(wait);
+            }
+            _ => {
+                let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(
+                    "CertCentral did not answer ({}); trying again in {}",
+                    crate::api::error_chain(&err),
+                    crate::config::format_duration(wait)
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16) -> ApiError {
+        ApiError::Status {
+            status,
+            errors: Vec::new(),
+            retry_after: Some(Duration::from_millis(10)),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_and_errors_are_tried_again_and_every_request_is_noted() {
+        let limiter = Limiter::new(&[]);
+        let mut answers = vec![Err(status(429)), Err(status(500)), Err(status(503)), Ok(7)];
+        answers.reverse();
+        let mut attempts = Vec::new();
+        let value = read(&limiter, Duration::from_secs(60), &mut attempts, || {
+            let next = answers.pop().expect("asked too often");
+            async move { next }
+        })
+        .await
+        .expect("answered in the end");
+        assert_eq!(value, 7);
+        let statuses: Vec<_> = attempts.iter().map(|a| a.http_status).collect();
+        assert_eq!(statuses, [Some(429), Some(500), Some(503), Some(200)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_end_the_read_at_once_and_errors_when_the_time_is_up() {
+        let limiter = Limiter::new(&[]);
+        let patience = Duration::from_secs(60);
+        for (code, credentials) in [(401, true), (403, true), (404, false), (400, false)] {
+            let mut attempts = Vec::new();
+            let result: Result<(), _> = read(&limiter, patience, &mut attempts, || async move {
+                Err(status(code))
+            })
+            .await;
+            match result {
+                Err(ReadError::Credentials(_)) => assert!(credentials, "{code}"),
+                Err(ReadError::Rejected(_)) => assert!(!credentials, "{code}"),
+                other => panic!("{code}: {other:?}"),
+            }
+            assert_eq!(attempts.len(), 1, "{code}");
+        }
+        let started = tokio::time::Instant::now();
+        let mut attempts = Vec::new();
+        let result: Result<(), _> = read(&limiter, patience, &mut attempts, || async {
+            Err(status(502))
+        })
+        .await;
+        let Err(ReadError::GaveUp { tries, waited, .. }) = result else {
+            panic!("{result:?}");
+        };
+        assert!(waited >= patience && started.elapsed() < patience * 2);
+        assert_eq!(attempts.len(), tries);
+        assert!(tries > 3, "tried again meanwhile");
+        let mut attempts = Vec::new();
+        let once: Result<(), _> = read(&limiter, Duration::ZERO, &mut attempts, || async {
+            Err(status(502))
+        })
+        .await;
+        assert!(matches!(once, Err(ReadError::GaveUp { tries: 1, .. })));
+    }
+}
