@@ -30,6 +30,7 @@ pub(crate) async fn plan_and_send(
     let new = NewRun {
         manifest: Some(args.manifest.manifest.display().to_string()),
         base_url: sender.base_url.clone(),
+        account_id: None,
         options: serde_json::json!({
             "concurrency": args.send.connection.concurrency,
             "rates": args.send.connection.rates,

@@ -7,7 +7,7 @@ use sqlx::{FromRow, Sqlite, Transaction};
 use super::{ItemState, Journal, JournalError, now_text};
 
 // "Already succeeded" means: the same order, the identical payload, `succeeded` in a run
-// against the same account (base URL) as run `?1`/`?2`. The two statements below say it the
+// against the same account (through whatever base URL) as run `?1`/`?2`. The two statements below say it the
 // same way; keep them in step.
 
 /// For each `[order_id, payload_digest]` of the JSON array `?2` (by index): the newest success
@@ -15,8 +15,8 @@ use super::{ItemState, Journal, JournalError, now_text};
 pub(super) const SUCCESSES_OF_KEYS: &str = "SELECT j.key, (
          SELECT max(s.id) FROM items s
          WHERE s.order_id = j.value ->> 0 AND s.payload_digest = j.value ->> 1
-         AND s.state = 'succeeded' AND s.run_id IN (SELECT id FROM runs WHERE base_url =
-             (SELECT base_url FROM runs WHERE id = ?1)))
+         AND s.state = 'succeeded'
+         AND s.run_id IN (SELECT other_run_id FROM same_account WHERE run_id = ?1))
      FROM json_each(?2) j";
 
 /// Run `?2`'s pending items become `skipped`, naming the success they stand for, where the
@@ -28,8 +28,7 @@ const SKIP_ALREADY_SUCCEEDED: &str =
            FROM items p JOIN items s ON s.order_id = p.order_id
                AND s.payload_digest = p.payload_digest AND s.state = 'succeeded'
            WHERE p.run_id = ?2 AND p.state = 'pending'
-           AND s.run_id IN (SELECT id FROM runs WHERE base_url =
-               (SELECT base_url FROM runs WHERE id = ?2))
+           AND s.run_id IN (SELECT other_run_id FROM same_account WHERE run_id = ?2)
            GROUP BY p.id) AS done
      WHERE items.id = done.item_id AND items.state = 'pending'";
 
@@ -175,16 +174,18 @@ impl Journal {
     ) -> Result<Vec<WorkItem>, JournalError> {
         Ok(sqlx::query_as(
             // Held back (left pending, so the run reports them): an order whose outcome is
-            // unknown in another run — sending it could reissue twice — and an order a newer
-            // run has taken over, whose payload here may be stale.
+            // unknown in another run of the account — sending it could reissue twice — and an
+            // order a newer run of the account has taken over, whose payload here may be stale.
             "SELECT id, run_id, order_id, payload, attempts, first_sent_at, updated_at FROM items
              WHERE run_id = ?1 AND state = 'pending' AND id > ?2
              AND NOT EXISTS (
                  SELECT 1 FROM items o WHERE o.order_id = items.order_id AND o.run_id <> ?1
+                 AND o.run_id IN (SELECT other_run_id FROM same_account WHERE run_id = ?1)
                  AND (o.state IN ('in_flight', 'uncertain')
                       OR (o.run_id > ?1 AND o.state <> 'invalid')))
              AND NOT EXISTS (
-                 SELECT 1 FROM skipped_items k WHERE k.order_id = items.order_id AND k.run_id > ?1)
+                 SELECT 1 FROM skipped_items k WHERE k.order_id = items.order_id AND k.run_id > ?1
+                 AND k.run_id IN (SELECT other_run_id FROM same_account WHERE run_id = ?1))
              ORDER BY id LIMIT ?3",
         )
         .bind(run_id)
@@ -194,22 +195,25 @@ impl Journal {
         .await?)
     }
 
-    /// Items of any run whose outcome is unknown (`in_flight` or `uncertain`), with their state.
-    /// Only runs against `base_url` are included: a lookup on another account would find
-    /// nothing and wrongly clear the item.
-    pub async fn unknown_outcomes(
+    /// Items whose outcome is unknown (`in_flight` or `uncertain`), with their state, in every
+    /// run against the same account as run `run_id`, through whatever base URL: a lookup
+    /// through another account would find nothing and wrongly clear the item, and one run
+    /// through a second URL of the same account must not be left out.
+    pub async fn unknown_outcomes_of_account(
         &self,
-        base_url: &str,
+        run_id: i64,
     ) -> Result<Vec<UnknownOutcome>, JournalError> {
         let rows: Vec<UnknownRow> = sqlx::query_as(
             "SELECT i.id, i.run_id, i.order_id, i.payload, i.attempts, i.first_sent_at,
                     i.updated_at, i.state,
                     (SELECT a.started_at FROM attempts a
                      WHERE a.item_id = i.id AND a.kind = 'reissue' ORDER BY a.id DESC LIMIT 1)
-             FROM items i JOIN runs r ON r.id = i.run_id
-             WHERE i.state IN ('in_flight', 'uncertain') AND r.base_url = ? ORDER BY i.id",
+             FROM items i
+             WHERE i.state IN ('in_flight', 'uncertain')
+             AND i.run_id IN (SELECT other_run_id FROM same_account WHERE run_id = ?)
+             ORDER BY i.id",
         )
-        .bind(base_url)
+        .bind(run_id)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
@@ -248,7 +252,7 @@ impl Journal {
     }
 
     /// Marks the run's pending items `skipped` where the identical payload for the same order
-    /// already succeeded (in any run). Returns how many.
+    /// already succeeded (in any run of the same account). Returns how many.
     pub async fn skip_already_succeeded(&self, run_id: i64) -> Result<u64, JournalError> {
         let done = sqlx::query(SKIP_ALREADY_SUCCEEDED)
             .bind(now_text())

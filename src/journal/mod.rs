@@ -341,4 +341,6 @@ pub(crate) fn now_text() -> String {
 }
 
 #[cfg(test)]
+mod account_tests;
+#[cfg(test)]
 mod tests;

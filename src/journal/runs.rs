@@ -13,6 +13,8 @@ use super::{ItemState, Journal, JournalError, now_text};
 pub struct NewRun {
     pub manifest: Option<String>,
     pub base_url: String,
+    /// The account the API key belongs to (`None` only when it could not be known).
+    pub account_id: Option<i64>,
     /// The options the run was started with, as JSON, for `status`.
     pub options: serde_json::Value,
     /// Send orders whose identical payload already succeeded.
@@ -34,6 +36,9 @@ pub struct RunRow {
     pub unreachable_since: Option<String>,
     /// When `prune` removed the run's other items, keeping the successes later runs stand for.
     pub pruned_at: Option<String>,
+    /// The account the API key belonged to; `None` for runs recorded before accounts were
+    /// identified.
+    pub account_id: Option<i64>,
 }
 
 /// Items per state for one run.
@@ -115,23 +120,32 @@ pub struct Planner {
 }
 
 impl Journal {
-    /// Starts planning a run.
+    /// Starts planning a run. Runs of an identified account first claim the runs recorded
+    /// through the same base URL before accounts were identified (see [`Journal::claim_runs`]).
     pub async fn plan_run(&self, new: &NewRun) -> Result<Planner, JournalError> {
         let mut tx = self.pool.begin().await?;
+        if let Some(account_id) = new.account_id {
+            claim_runs(&mut tx, account_id, &new.base_url, None).await?;
+        }
         let now = now_text();
         let run_id: i64 = sqlx::query_scalar(
-            "INSERT INTO runs (created_at, manifest, base_url, options, updated_at)
-             VALUES (?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO runs (created_at, manifest, base_url, options, updated_at, account_id)
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(&now)
         .bind(&new.manifest)
         .bind(&new.base_url)
         .bind(new.options.to_string())
         .bind(&now)
+        .bind(new.account_id)
         .fetch_one(&mut *tx)
         .await?;
         let mut digest = Sha256::new();
-        digest.update(new.base_url.as_bytes());
+        // The same manifest for the same account is the same run, whatever URL reached it.
+        match new.account_id {
+            Some(account_id) => digest.update(format!("account {account_id}").as_bytes()),
+            None => digest.update(new.base_url.as_bytes()),
+        }
         digest.update(if new.force { b"force\n" } else { b"plain\n" });
         Ok(Planner {
             tx,
@@ -141,6 +155,21 @@ impl Journal {
             counts: Counts::default(),
             batch: Vec::with_capacity(PLAN_BATCH),
         })
+    }
+
+    /// Claims for `account_id` the runs recorded before accounts were identified: those
+    /// through `base_url`, and run `run_id` (a run being continued). Until claimed, such runs are
+    /// matched by base URL; after, they are that account's. Returns how many were claimed.
+    pub async fn claim_runs(
+        &self,
+        account_id: i64,
+        base_url: &str,
+        run_id: Option<i64>,
+    ) -> Result<u64, JournalError> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = claim_runs(&mut tx, account_id, base_url, run_id).await?;
+        tx.commit().await?;
+        Ok(claimed)
     }
 
     /// All runs, oldest first.
@@ -185,7 +214,7 @@ impl Journal {
     }
 
     /// The newest run that still has items to send or reconcile. Pending items a newer run
-    /// has taken over do not count: that run sends those orders.
+    /// of the same account has taken over do not count: that run sends those orders.
     pub async fn newest_open_run(&self) -> Result<Option<RunRow>, JournalError> {
         Ok(sqlx::query_as(
             "SELECT * FROM runs r WHERE EXISTS (
@@ -193,10 +222,14 @@ impl Journal {
                  AND (i.state IN ('in_flight', 'uncertain')
                       OR (i.state = 'pending' AND NOT EXISTS (
                           SELECT 1 FROM items n WHERE n.order_id = i.order_id
-                          AND n.run_id > i.run_id AND n.state <> 'invalid')
+                          AND n.run_id > i.run_id AND n.state <> 'invalid'
+                          AND n.run_id IN (SELECT other_run_id FROM same_account
+                                           WHERE run_id = i.run_id))
                           AND NOT EXISTS (
                           SELECT 1 FROM skipped_items k WHERE k.order_id = i.order_id
-                          AND k.run_id > i.run_id))))
+                          AND k.run_id > i.run_id
+                          AND k.run_id IN (SELECT other_run_id FROM same_account
+                                           WHERE run_id = i.run_id)))))
              ORDER BY id DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)
@@ -232,10 +265,14 @@ impl Journal {
                   AND (i.state IN ('in_flight', 'uncertain')
                        OR (i.state = 'pending' AND NOT EXISTS (
                                SELECT 1 FROM items n WHERE n.order_id = i.order_id
-                               AND n.run_id > i.run_id AND n.state <> 'invalid')
+                               AND n.run_id > i.run_id AND n.state <> 'invalid'
+                               AND n.run_id IN (SELECT other_run_id FROM same_account
+                                                WHERE run_id = ?1))
                            AND NOT EXISTS (
                                SELECT 1 FROM skipped_items k WHERE k.order_id = i.order_id
-                               AND k.run_id > i.run_id)))),
+                               AND k.run_id > i.run_id
+                               AND k.run_id IN (SELECT other_run_id FROM same_account
+                                                WHERE run_id = ?1))))),
                  (SELECT max(taker) FROM (
                       SELECT n.run_id AS taker FROM items p JOIN items n
                           ON n.order_id = p.order_id AND n.run_id > p.run_id
@@ -244,7 +281,8 @@ impl Journal {
                       UNION ALL
                       SELECT k.run_id FROM items p JOIN skipped_items k
                           ON k.order_id = p.order_id AND k.run_id > p.run_id
-                      WHERE p.run_id = ?1 AND p.state = 'pending') AS takers)",
+                      WHERE p.run_id = ?1 AND p.state = 'pending') AS takers
+                  WHERE taker IN (SELECT other_run_id FROM same_account WHERE run_id = ?1))",
         )
         .bind(run_id)
         .fetch_one(&self.pool)
@@ -278,6 +316,24 @@ impl Journal {
             .await?;
         Ok(())
     }
+}
+
+/// `UPDATE` half of [`Journal::claim_runs`], inside a transaction.
+async fn claim_runs(
+    tx: &mut Transaction<'static, Sqlite>,
+    account_id: i64,
+    base_url: &str,
+    run_id: Option<i64>,
+) -> Result<u64, JournalError> {
+    let done = sqlx::query(
+        "UPDATE runs SET account_id = ?1 WHERE account_id IS NULL AND (base_url = ?2 OR id = ?3)",
+    )
+    .bind(account_id)
+    .bind(base_url)
+    .bind(run_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 impl Planner {

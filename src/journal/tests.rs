@@ -6,6 +6,7 @@ fn new_run() -> NewRun {
     NewRun {
         manifest: Some("orders.csv".into()),
         base_url: "http://127.0.0.1:1/services/v2".into(),
+        account_id: Some(42),
         options: serde_json::json!({}),
         force: false,
     }

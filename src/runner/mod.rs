@@ -99,10 +99,8 @@ pub async fn run(
     // An outage an earlier process saw is over or will be seen again.
     deps.journal.set_unreachable_since(run_id, None).await?;
     let mut dispatcher = Dispatcher::new(run_id, options, &deps).await?;
-    let unknown = deps
-        .journal
-        .unknown_outcomes(deps.client.base_url())
-        .await?;
+    // Every unknown outcome of the run's account, through whatever base URL it was sent.
+    let unknown = deps.journal.unknown_outcomes_of_account(run_id).await?;
     if !unknown.is_empty() {
         dispatcher.emit(RunnerEvent::Reconciling {
             items: unknown.len(),
