@@ -12,6 +12,14 @@ pub(crate) async fn collect(cli: &Cli, args: &CollectArgs) -> anyhow::Result<Exi
     let journal = crate::journal::Journal::open(&cli.journal_path()).await?;
     let run = journal.run_or_newest(args.run_id).await?;
     let connection = send::Connection::new(&args.connection, Some(&run))?;
+    send::identify_for_run(
+        &journal,
+        &run,
+        &connection.client,
+        &connection.quotas,
+        &connection.limiter,
+    )
+    .await?;
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(send::on_signals(cancel.clone()));
     let options = CollectOptions {

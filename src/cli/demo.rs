@@ -49,6 +49,7 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
         base_url: base_url.clone(),
         client: Client::new(&base_url, &key, Duration::from_secs(10), 4)?,
         limiter: Arc::new(Limiter::new(&[quota])),
+        quotas: vec![quota],
         options: RunnerOptions {
             concurrency: 4,
             max_attempts: 5,

@@ -159,6 +159,17 @@ fn fill_from_orders(
     runtime.block_on(async {
         let connection = super::send::Connection::new(connection, None)?;
         let journal = crate::journal::Journal::open(journal).await?;
+        if let Err(err) = super::send::identify(
+            &journal,
+            &connection.client,
+            &connection.quotas,
+            &connection.limiter,
+        )
+        .await
+        {
+            journal.close().await;
+            return Err(err);
+        }
         let wanted: Vec<u64> = orders
             .iter()
             .filter(|order| fill::needs_facts(&order.body))

@@ -486,6 +486,14 @@ fn exit_for_error(err: &anyhow::Error) -> Exit {
         if let Some(crate::campaign::fill::FillError::Credentials { .. }) = cause.downcast_ref() {
             return Exit::Credentials;
         }
+        if let Some(err) = cause.downcast_ref::<crate::identity::IdentityError>() {
+            use crate::identity::IdentityError;
+            return match err {
+                IdentityError::Refused(_) | IdentityError::OtherAccount { .. } => Exit::Credentials,
+                IdentityError::Unreachable(_) => Exit::Unreachable,
+                IdentityError::NoAccount | IdentityError::Rejected { .. } => Exit::Usage,
+            };
+        }
         if cause.downcast_ref::<crate::runner::RunnerError>().is_some() {
             return Exit::SomeFailed;
         }

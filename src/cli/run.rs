@@ -26,11 +26,24 @@ pub(crate) async fn plan_and_send(
 ) -> anyhow::Result<Exit> {
     let journal_existed = journal_path.exists();
     let journal = crate::journal::Journal::open(journal_path).await?;
+    // Who the key is, before anything is planned: a key that cannot be identified leaves no
+    // new journal behind.
+    let identity =
+        match send::identify(&journal, &sender.client, &sender.quotas, &sender.limiter).await {
+            Ok(identity) => identity,
+            Err(err) => {
+                journal.close().await;
+                if !journal_existed {
+                    remove_journal_files(journal_path);
+                }
+                return Err(err);
+            }
+        };
     let open_before = journal.newest_open_run().await?;
     let new = NewRun {
         manifest: Some(args.manifest.manifest.display().to_string()),
         base_url: sender.base_url.clone(),
-        account_id: None,
+        account_id: Some(identity.journal_account()),
         options: serde_json::json!({
             "concurrency": args.send.connection.concurrency,
             "rates": args.send.connection.rates,
@@ -273,6 +286,14 @@ pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Resul
         .and_then(|options| options["force"].as_bool())
         .unwrap_or(false);
     let sender = Sender::for_run(&args.send, &run, force)?;
+    send::identify_for_run(
+        &journal,
+        &run,
+        &sender.client,
+        &sender.quotas,
+        &sender.limiter,
+    )
+    .await?;
     let exit = send::execute(&journal, run.id, sender).await?;
     journal.close().await;
     Ok(exit)
@@ -283,6 +304,14 @@ pub(crate) async fn retry(cli: &Cli, args: &super::RetryArgs) -> anyhow::Result<
     let journal = crate::journal::Journal::open(&cli.journal_path()).await?;
     let run = journal.run_or_newest(args.run_id).await?;
     let sender = Sender::for_run(&args.send, &run, false)?;
+    send::identify_for_run(
+        &journal,
+        &run,
+        &sender.client,
+        &sender.quotas,
+        &sender.limiter,
+    )
+    .await?;
     let requeued = journal.requeue_failed(run.id, args.all).await?;
     tracing::info!(
         "run {}: {requeued} failed item(s) back to pending{}",

@@ -10,8 +10,10 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Client;
+use crate::config::Quota;
 use crate::events::StopReason;
 use crate::exit::Exit;
+use crate::identity::Identity;
 use crate::journal::{ItemState, Journal};
 use crate::limiter::Limiter;
 use crate::runner::{self, Deps, RunnerOptions};
@@ -57,6 +59,8 @@ pub(crate) struct Sender {
     pub base_url: String,
     pub client: Client,
     pub limiter: Arc<Limiter>,
+    /// The quotas `limiter` enforces.
+    pub quotas: Vec<Quota>,
     pub options: RunnerOptions,
 }
 
@@ -84,6 +88,7 @@ impl Sender {
             base_url: connection.base_url,
             client: connection.client,
             limiter: connection.limiter,
+            quotas: connection.quotas,
             options: RunnerOptions {
                 concurrency: connection.concurrency,
                 max_attempts: args.max_attempts,
@@ -103,6 +108,8 @@ pub(crate) struct Connection {
     pub base_url: String,
     pub client: Client,
     pub limiter: Arc<Limiter>,
+    /// The quotas `limiter` enforces.
+    pub quotas: Vec<Quota>,
     pub concurrency: usize,
     pub timeout: std::time::Duration,
 }
@@ -128,10 +135,66 @@ impl Connection {
             base_url,
             client,
             limiter: Arc::new(Limiter::new(&quotas)),
+            quotas,
             concurrency,
             timeout: args.timeout,
         })
     }
+}
+
+/// Asks CertCentral who the key belongs to, before anything is planned, written or sent; a
+/// key that cannot be identified is an error that exits 4.
+///
+/// Until the key's account is known its recent requests cannot be told from other accounts',
+/// so this one request goes through a limiter of its own that counts every request the journal
+/// recorded lately, whoever made it: it never exceeds a quota, and the command's own limiter
+/// (`counted_in`, which it is then counted in) can count only the account's.
+pub(crate) async fn identify(
+    journal: &Journal,
+    client: &Client,
+    quotas: &[Quota],
+    counted_in: &Limiter,
+) -> anyhow::Result<Identity> {
+    let limiter = Limiter::new(quotas);
+    if let Some(span) = limiter.longest_window() {
+        let ages = journal.recent_request_ages(span).await?;
+        limiter.seed(&ages).await;
+    }
+    let mut attempts = Vec::new();
+    let identity = crate::identity::identify(
+        client,
+        &limiter,
+        crate::reads::DEFAULT_GIVE_UP_AFTER,
+        &mut attempts,
+    )
+    .await;
+    let now = time::OffsetDateTime::now_utc();
+    let ages: Vec<Duration> = attempts
+        .iter()
+        .filter_map(|attempt| Duration::try_from(now - attempt.started_at).ok())
+        .collect();
+    counted_in.seed(&ages).await;
+    let identity = identity?;
+    tracing::info!("the API key is of {identity}");
+    Ok(identity)
+}
+
+/// Identifies the key for a run being continued (or collected): it must be of the run's
+/// account; a run from before accounts were identified is claimed for it, with the other old
+/// runs through the same base URL.
+pub(crate) async fn identify_for_run(
+    journal: &Journal,
+    run: &crate::journal::RunRow,
+    client: &Client,
+    quotas: &[Quota],
+    counted_in: &Limiter,
+) -> anyhow::Result<Identity> {
+    let identity = identify(journal, client, quotas, counted_in).await?;
+    crate::identity::check_run_account(run.id, run.account_id, &identity)?;
+    journal
+        .claim_runs(identity.journal_account(), client.base_url(), Some(run.id))
+        .await?;
+    Ok(identity)
 }
 
 /// On a terminal, asks before sending; `--yes` or no terminal means yes.

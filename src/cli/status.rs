@@ -109,6 +109,7 @@ fn entry_json(entry: &Entry) -> serde_json::Value {
         "updated_at": run.updated_at,
         "manifest": run.manifest,
         "base_url": run.base_url,
+        "account_id": run.account_id,
         "options": serde_json::from_str::<serde_json::Value>(&run.options).unwrap_or_default(),
         "last_stop": run.last_stop,
         "unreachable_since": run.unreachable_since,
@@ -154,9 +155,12 @@ fn write_entry(out: &mut impl Write, entry: &Entry, detailed: bool) -> std::io::
     )?;
     writeln!(
         out,
-        "         manifest {}, account {}",
+        "         manifest {}, {}",
         run.manifest.as_deref().unwrap_or("-"),
-        run.base_url
+        match run.account_id {
+            Some(id) => format!("account {id} at {}", run.base_url),
+            None => format!("account at {} (not identified)", run.base_url),
+        }
     )?;
     if let Some(since) = &run.unreachable_since {
         writeln!(out, "         CertCentral unreachable since {since}")?;
