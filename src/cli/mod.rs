@@ -18,6 +18,7 @@ mod docs;
 pub mod keygen;
 mod prune;
 mod run;
+pub mod select;
 mod send;
 pub mod simulate;
 mod status;
@@ -30,10 +31,12 @@ mod validate;
     name = "reissuer",
     version,
     propagate_version = true,
-    after_help = "The API key comes from DIGICERT_API_KEY or --api-key-file and is never written anywhere.\n\n\
+    after_help = "The API key comes from DIGICERT_API_KEY or --api-key-file and is never written anywhere. \
+Every command that talks to CertCentral first asks who the key belongs to (GET /user/me): runs are \
+recorded with that account id and scoped by it.\n\n\
 Exit codes: 0 every order succeeded or was skipped; 1 some failed, are uncertain or invalid; \
 2 usage error or invalid manifest (nothing sent); 3 interrupted by SIGINT/SIGTERM (resumable); \
-4 credentials refused (401/403); 5 the journal is locked by another process; \
+4 credentials refused (401/403), or the key is not of the run's account; 5 the journal is locked by another process; \
 6 CertCentral unreachable, or its server certificate not trusted (unsent items still pending).\n\n\
 Colour: only on a terminal and never when NO_COLOR is set, unless --color always."
 )]
@@ -112,6 +115,10 @@ pub enum Command {
     Completions(docs::CompletionsArgs),
     /// Print the man page (roff), e.g. `reissuer man > reissuer.1`.
     Man,
+    /// Write the account's orders that match every filter as a manifest (order_id,common_name,
+    /// dns_names) for keygen and run --fill-from-order.
+    #[command(long_about = select::LONG_ABOUT)]
+    Select(select::SelectArgs),
 }
 
 /// How a manifest is read into orders.
@@ -417,6 +424,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             Command::Collect(args) => collect::collect(&cli, args).await,
             Command::Dcv(args) => dcv::dcv(&cli, args).await,
             Command::Prune(args) => prune::prune(&cli, args).await,
+            Command::Select(args) => select::select(&cli, args).await,
             Command::Simulate(_) => unreachable!("handled above"),
             Command::Validate(_) => unreachable!("handled above"),
             Command::Keygen(_) => unreachable!("handled above"),
@@ -492,6 +500,19 @@ fn exit_for_error(err: &anyhow::Error) -> Exit {
                 IdentityError::Refused(_) | IdentityError::OtherAccount { .. } => Exit::Credentials,
                 IdentityError::Unreachable(_) => Exit::Unreachable,
                 IdentityError::NoAccount | IdentityError::Rejected { .. } => Exit::Usage,
+            };
+        }
+        if let Some(err) = cause.downcast_ref::<crate::campaign::select::SelectError>() {
+            use crate::campaign::select::SelectError;
+            use crate::reads::ReadError;
+            return match err {
+                SelectError::Credentials(_) => Exit::Credentials,
+                SelectError::List {
+                    source: ReadError::GaveUp { .. },
+                    ..
+                } => Exit::Unreachable,
+                SelectError::List { .. } => Exit::Usage,
+                SelectError::Incomplete { .. } => Exit::SomeFailed,
             };
         }
         if cause.downcast_ref::<crate::runner::RunnerError>().is_some() {

@@ -256,7 +256,7 @@ async fn filled_rows(
         .collect())
 }
 
-fn remove_journal_files(path: &Path) {
+pub(crate) fn remove_journal_files(path: &Path) {
     for suffix in ["", "-wal", "-shm", ".lock"] {
         let mut name = path.as_os_str().to_owned();
         name.push(suffix);

@@ -7,6 +7,7 @@ mod manifest;
 mod outage;
 mod resume_edges;
 mod rotation;
+mod select;
 mod send;
 mod slow;
 mod stops;
