@@ -36,6 +36,9 @@ pub enum ReadError {
     GaveUp {
         tries: usize,
         waited: Duration,
+        /// When CertCentral was first found unreachable (or answering 5xx); `None` when it was
+        /// only throttling.
+        since: Option<time::OffsetDateTime>,
         #[source]
         last: ApiError,
     },
@@ -80,6 +83,8 @@ where
         .without_max_times()
         .build();
     let mut first_failure: Option<Instant> = None;
+    // When an outage (not throttling) began, as the runner reports one.
+    let mut outage: Option<(Instant, time::OffsetDateTime)> = None;
     let mut tries = 0;
     let mut pauses = 0;
     loop {
@@ -97,7 +102,17 @@ where
             },
         });
         let err = match result {
-            Ok(value) => return Ok(value),
+            Ok(value) => {
+                if let Some((began, _)) = outage {
+                    tracing::info!(
+                        "CertCentral answers again after {}",
+                        crate::config::format_duration(Duration::from_secs(
+                            began.elapsed().as_secs()
+                        ))
+                    );
+                }
+                return Ok(value);
+            }
             Err(err) => err,
         };
         let disposition = err.disposition();
@@ -111,6 +126,7 @@ where
             return Err(ReadError::GaveUp {
                 tries,
                 waited,
+                since: outage.map(|(_, since)| since),
                 last: err,
             });
         }
@@ -126,15 +142,35 @@ where
                 limiter.pause_for(wait);
             }
             _ => {
+                let (began, since) = *outage.get_or_insert((started, started_at));
                 let wait = backoff.next().unwrap_or(Duration::from_secs(30));
                 tracing::warn!(
-                    "CertCentral did not answer ({}); trying again in {}",
+                    "CertCentral unreachable since {} (for {}): {}; next probe in {:.1}s",
+                    clock_time(since),
+                    crate::config::format_duration(Duration::from_secs(began.elapsed().as_secs())),
                     crate::api::error_chain(&err),
-                    crate::config::format_duration(wait)
+                    wait.as_secs_f64()
                 );
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+/// `2026-12-02 17:09:44 UTC`, as the runner's outage lines write it.
+fn clock_time(at: time::OffsetDateTime) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&format)
+        .unwrap_or_else(|_| at.to_string())
+}
+
+/// When the outage that made `err` give up began, if it was one.
+pub fn unreachable_since(err: &ReadError) -> Option<time::OffsetDateTime> {
+    match err {
+        ReadError::GaveUp { since, .. } => *since,
+        _ => None,
     }
 }
 

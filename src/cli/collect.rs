@@ -18,6 +18,7 @@ pub(crate) async fn collect(cli: &Cli, args: &CollectArgs) -> anyhow::Result<Exi
         &connection.client,
         &connection.quotas,
         &connection.limiter,
+        crate::reads::DEFAULT_GIVE_UP_AFTER,
     )
     .await?;
     let cancel = CancellationToken::new();

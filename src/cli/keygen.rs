@@ -164,6 +164,7 @@ fn fill_from_orders(
             &connection.client,
             &connection.quotas,
             &connection.limiter,
+            crate::reads::DEFAULT_GIVE_UP_AFTER,
         )
         .await
         {

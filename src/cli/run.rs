@@ -9,8 +9,10 @@ use crate::journal::{ItemState, NewRun};
 use crate::manifest::{self, Row};
 use crate::payload;
 
-use super::send::{self, Sender, UsageError};
+use super::send::{self, Preflight, Sender, UsageError};
 use super::{Cli, RunArgs};
+use crate::events::StopReason;
+use crate::identity::Identity;
 
 pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<Exit> {
     let sender = Sender::from_args(&args.send, args.force)?;
@@ -24,26 +26,51 @@ pub(crate) async fn plan_and_send(
     args: &RunArgs,
     sender: Sender,
 ) -> anyhow::Result<Exit> {
+    let started = std::time::Instant::now();
     let journal_existed = journal_path.exists();
     let journal = crate::journal::Journal::open(journal_path).await?;
     // Who the key is, before anything is planned: a key that cannot be identified leaves no
-    // new journal behind.
-    let identity =
-        match send::identify(&journal, &sender.client, &sender.quotas, &sender.limiter).await {
-            Ok(identity) => identity,
-            Err(err) => {
-                journal.close().await;
-                if !journal_existed {
-                    remove_journal_files(journal_path);
-                }
-                return Err(err);
+    // new journal behind. When CertCentral cannot be reached (or a signal comes first), the
+    // run is planned all the same with nothing sent, so `resume` continues it; resume
+    // identifies the key before it sends anything.
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let signals = tokio::spawn(send::on_signals(cancel.clone()));
+    let preflight = send::preflight(&journal, &sender, &cancel).await;
+    signals.abort();
+    let (identity, unidentified) = match preflight {
+        Ok(Preflight::Identified(identity)) => (Some(identity), None),
+        Ok(Preflight::Unidentified {
+            stop,
+            unreachable_since,
+            requests,
+        }) if !args.fill_from_order => (None, Some((stop, unreachable_since, requests))),
+        Ok(Preflight::Unidentified { stop, .. }) => {
+            journal.close().await;
+            if !journal_existed {
+                remove_journal_files(journal_path);
             }
-        };
+            eprintln!(
+                "{}: nothing planned or sent (--fill-from-order needs CertCentral)",
+                stop.as_str()
+            );
+            return Ok(match stop {
+                StopReason::Interrupted => Exit::Interrupted,
+                _ => Exit::Unreachable,
+            });
+        }
+        Err(err) => {
+            journal.close().await;
+            if !journal_existed {
+                remove_journal_files(journal_path);
+            }
+            return Err(err);
+        }
+    };
     let open_before = journal.newest_open_run().await?;
     let new = NewRun {
         manifest: Some(args.manifest.manifest.display().to_string()),
         base_url: sender.base_url.clone(),
-        account_id: Some(identity.journal_account()),
+        account_id: identity.as_ref().map(Identity::journal_account),
         options: serde_json::json!({
             "concurrency": args.send.connection.concurrency,
             "rates": args.send.connection.rates,
@@ -106,7 +133,8 @@ pub(crate) async fn plan_and_send(
                 counts.get(ItemState::Pending),
                 counts.get(ItemState::Skipped),
             );
-            if !send::confirm(to_send, &sender.base_url, args.send.yes)? {
+            let sending = unidentified.is_none();
+            if sending && !send::confirm(to_send, &sender.base_url, args.send.yes)? {
                 planner.rollback().await?;
                 journal.close().await;
                 if !journal_existed {
@@ -125,6 +153,34 @@ pub(crate) async fn plan_and_send(
     };
     for error in &invalid {
         tracing::warn!("recorded as invalid: {error}");
+    }
+    if let Some((stop, unreachable_since, requests)) = unidentified {
+        let since = unreachable_since.and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        });
+        journal
+            .set_unreachable_since(run_id, since.as_deref())
+            .await?;
+        journal.set_last_stop(run_id, stop.as_str()).await?;
+        let summary = crate::runner::RunSummary {
+            stop,
+            counts: journal.counts(run_id).await?,
+            requests,
+            elapsed: started.elapsed(),
+            unreachable_since,
+            settled: 0,
+            settling: None,
+        };
+        eprint!(
+            "{}",
+            crate::progress::summary(run_id, &summary, journal.path())
+        );
+        journal.close().await;
+        return Ok(match stop {
+            StopReason::Interrupted => Exit::Interrupted,
+            _ => Exit::Unreachable,
+        });
     }
     let exit = send::execute(&journal, run_id, sender).await?;
     journal.close().await;
@@ -292,6 +348,7 @@ pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Resul
         &sender.client,
         &sender.quotas,
         &sender.limiter,
+        sender.options.give_up_after,
     )
     .await?;
     let exit = send::execute(&journal, run.id, sender).await?;
@@ -310,6 +367,7 @@ pub(crate) async fn retry(cli: &Cli, args: &super::RetryArgs) -> anyhow::Result<
         &sender.client,
         &sender.quotas,
         &sender.limiter,
+        sender.options.give_up_after,
     )
     .await?;
     let requeued = journal.requeue_failed(run.id, args.all).await?;

@@ -180,6 +180,7 @@ pub(crate) async fn select(cli: &Cli, args: &SelectArgs) -> anyhow::Result<Exit>
         &connection.client,
         &connection.quotas,
         &connection.limiter,
+        crate::reads::DEFAULT_GIVE_UP_AFTER,
     )
     .await
     {

@@ -148,28 +148,45 @@ impl Connection {
 /// Until the key's account is known its recent requests cannot be told from other accounts',
 /// so this one request goes through a limiter of its own that counts every request the journal
 /// recorded lately, whoever made it: it never exceeds a quota, and the command's own limiter
-/// (`counted_in`, which it is then counted in) can count only the account's.
+/// (`counted_in`, which it is then counted in) can count only the account's. Through an outage
+/// it asks again until `give_up_after` (then exit 6).
 pub(crate) async fn identify(
     journal: &Journal,
     client: &Client,
     quotas: &[Quota],
     counted_in: &Limiter,
+    give_up_after: Duration,
+) -> anyhow::Result<Identity> {
+    let mut attempts = Vec::new();
+    identify_noting(
+        journal,
+        client,
+        quotas,
+        counted_in,
+        give_up_after,
+        &mut attempts,
+    )
+    .await
+}
+
+/// [`identify`], with every request it made pushed onto `attempts`.
+async fn identify_noting(
+    journal: &Journal,
+    client: &Client,
+    quotas: &[Quota],
+    counted_in: &Limiter,
+    give_up_after: Duration,
+    attempts: &mut Vec<crate::reads::Attempt>,
 ) -> anyhow::Result<Identity> {
     let limiter = Limiter::new(quotas);
     if let Some(span) = limiter.longest_window() {
         let ages = journal.recent_request_ages(span).await?;
         limiter.seed(&ages).await;
     }
-    let mut attempts = Vec::new();
-    let identity = crate::identity::identify(
-        client,
-        &limiter,
-        crate::reads::DEFAULT_GIVE_UP_AFTER,
-        &mut attempts,
-    )
-    .await;
+    let first = attempts.len();
+    let identity = crate::identity::identify(client, &limiter, give_up_after, attempts).await;
     let now = time::OffsetDateTime::now_utc();
-    let ages: Vec<Duration> = attempts
+    let ages: Vec<Duration> = attempts[first..]
         .iter()
         .filter_map(|attempt| Duration::try_from(now - attempt.started_at).ok())
         .collect();
@@ -177,6 +194,82 @@ pub(crate) async fn identify(
     let identity = identity?;
     tracing::info!("the API key is of {identity}");
     Ok(identity)
+}
+
+/// How the preflight of a new run ended.
+pub(crate) enum Preflight {
+    /// The key is identified: plan and send.
+    Identified(Identity),
+    /// CertCentral could not be asked (an outage past `--give-up-after`), or a signal came
+    /// first. The run may still be planned, with nothing sent: the command that continues it
+    /// identifies the key before it sends anything.
+    Unidentified {
+        stop: StopReason,
+        /// When CertCentral was first found unreachable, if it was.
+        unreachable_since: Option<time::OffsetDateTime>,
+        /// Requests the preflight made.
+        requests: u64,
+    },
+}
+
+/// The preflight of `run`: [`identify`], through an outage for up to `--give-up-after`, and
+/// stopped by SIGINT/SIGTERM (`cancel`).
+pub(crate) async fn preflight(
+    journal: &Journal,
+    sender: &Sender,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Preflight> {
+    let mut attempts = Vec::new();
+    let asked = {
+        let identifying = identify_noting(
+            journal,
+            &sender.client,
+            &sender.quotas,
+            &sender.limiter,
+            sender.options.give_up_after,
+            &mut attempts,
+        );
+        tokio::select! {
+            result = identifying => Some(result),
+            () = cancel.cancelled() => None,
+        }
+    };
+    let requests = u64::try_from(attempts.len()).unwrap_or(u64::MAX);
+    match asked {
+        Some(Ok(identity)) => Ok(Preflight::Identified(identity)),
+        Some(Err(err)) => match outage_of(&err) {
+            Some(since) => Ok(Preflight::Unidentified {
+                stop: StopReason::Unreachable,
+                unreachable_since: Some(since),
+                requests,
+            }),
+            None => Err(err),
+        },
+        None => Ok(Preflight::Unidentified {
+            stop: StopReason::Interrupted,
+            // The first try that found no CertCentral (no answer, or a 5xx other than 503).
+            unreachable_since: attempts
+                .iter()
+                .find(|a| {
+                    a.http_status
+                        .is_none_or(|status| status >= 500 && status != 503)
+                })
+                .map(|a| a.started_at),
+            requests,
+        }),
+    }
+}
+
+/// When the outage that stopped an identification began, if that is what stopped it.
+fn outage_of(err: &anyhow::Error) -> Option<time::OffsetDateTime> {
+    err.chain().find_map(
+        |cause| match cause.downcast_ref::<crate::identity::IdentityError>() {
+            Some(crate::identity::IdentityError::Unreachable(read)) => {
+                crate::reads::unreachable_since(read)
+            }
+            _ => None,
+        },
+    )
 }
 
 /// Identifies the key for a run being continued (or collected): it must be of the run's
@@ -188,8 +281,9 @@ pub(crate) async fn identify_for_run(
     client: &Client,
     quotas: &[Quota],
     counted_in: &Limiter,
+    give_up_after: Duration,
 ) -> anyhow::Result<Identity> {
-    let identity = identify(journal, client, quotas, counted_in).await?;
+    let identity = identify(journal, client, quotas, counted_in, give_up_after).await?;
     crate::identity::check_run_account(run.id, run.account_id, &identity)?;
     journal
         .claim_runs(identity.journal_account(), client.base_url(), Some(run.id))
