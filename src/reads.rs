@@ -132,6 +132,11 @@ where
         }
         match disposition {
             Disposition::Pause(wait) => {
+                // A 503 that says nothing of when to come back is an outage, as the runner
+                // takes it, not throttling.
+                if wait.is_none() && err.http_status() == Some(503) {
+                    outage.get_or_insert((started, started_at));
+                }
                 let doubled = FIRST_PAUSE.saturating_mul(1 << pauses.min(6));
                 pauses += 1;
                 let wait = wait.unwrap_or(doubled.min(LONGEST_PAUSE));
