@@ -32,6 +32,9 @@ pub struct CollectOptions {
     /// How long to wait for reissues to be issued; zero looks once.
     pub wait: Duration,
     pub concurrency: usize,
+    /// Told the item id of each certificate once it is written and recorded (the deploy hooks
+    /// listen here).
+    pub written: Option<tokio::sync::mpsc::UnboundedSender<i64>>,
 }
 
 /// What a collect achieved.
@@ -117,6 +120,10 @@ pub async fn collect(
                     journal
                         .record_download(item.id, &path.display().to_string())
                         .await?;
+                    if let Some(written) = &options.written {
+                        // A closed channel means no hooks are listening any more.
+                        let _ = written.send(item.id);
+                    }
                     summary.downloaded.push((item.order_id, path));
                 }
                 Step::Waiting(status, certificate_id) => {

@@ -1,7 +1,9 @@
 //! Key-rotation campaigns beyond sending: fresh keys and CSRs, filling payloads from the live
-//! order, the DCV token export, and collecting the issued certificates.
+//! order, domain control (the token export and the checks), collecting the issued certificates
+//! and running the deploy hook for each.
 
 pub mod collect;
 pub mod dcv;
+pub mod deploy;
 pub mod fill;
 pub mod keygen;

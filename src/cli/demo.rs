@@ -17,6 +17,8 @@ use super::send::Sender;
 use super::{Cli, ConnectionArgs, DemoArgs, ManifestArgs, RunArgs, SendArgs};
 
 const DEMO_KEY: &str = "demo-key-not-a-secret";
+/// What a real hook would do (copy the files into place, reload the server), only said.
+const DEMO_HOOK: &str = "echo \"would install $REISSUER_CERT_FILE${REISSUER_KEY_FILE:+ with $REISSUER_KEY_FILE} for $REISSUER_DNS_NAMES and reload nginx\"";
 
 pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
     let manifest = args.manifest.clone().unwrap_or_else(|| {
@@ -169,18 +171,41 @@ async fn collect_certificates(
         return Ok(());
     };
     eprintln!(
-        "\ncollecting the issued certificates into {}",
+        "\ncollecting the issued certificates into {}, each handed to a deploy hook:\n  reissuer collect --out {} --wait 15s --deploy-hook '{DEMO_HOOK}'",
+        out.display(),
         out.display()
     );
+    let (written, written_rx) = tokio::sync::mpsc::unbounded_channel();
     let options = crate::campaign::collect::CollectOptions {
         out: out.to_owned(),
         wait: Duration::from_secs(15),
         concurrency: 4,
+        written: Some(written),
+    };
+    let hooks = crate::campaign::deploy::HookOptions {
+        command: DEMO_HOOK.to_owned(),
+        timeout: Duration::from_secs(10),
+        concurrency: 1,
+        key: ApiKey::new(DEMO_KEY).expect("the demo key is not blank"),
+        key_dir: None,
     };
     let cancel = tokio_util::sync::CancellationToken::new();
-    let summary =
-        crate::campaign::collect::collect(&journal, client, limiter, run.id, &options, &cancel)
-            .await?;
+    let collecting = async {
+        let options = options;
+        let result =
+            crate::campaign::collect::collect(&journal, client, limiter, run.id, &options, &cancel)
+                .await;
+        drop(options);
+        result
+    };
+    let deploying = crate::campaign::deploy::deploy(&journal, run.id, written_rx, &hooks, &cancel);
+    let (summary, deployed) = tokio::join!(collecting, deploying);
+    let (summary, deployed) = (summary?, deployed?);
+    eprintln!(
+        "  deploy hook: {} certificate(s) deployed, {} failed",
+        deployed.deployed.len(),
+        deployed.failed.len()
+    );
     for (order_id, path) in &summary.downloaded {
         eprintln!("  order {order_id}: {}", path.display());
     }

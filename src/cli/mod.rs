@@ -328,6 +328,25 @@ pub struct CollectArgs {
     #[arg(long, default_value = "0s", value_parser = parse_duration_arg)]
     pub wait: std::time::Duration,
 
+    /// Run CMD (through sh -c) once for each certificate written and key-checked, with
+    /// REISSUER_ORDER_ID, REISSUER_CERT_FILE, REISSUER_KEY_FILE (the <order_id>.key keygen wrote
+    /// beside the run's manifest, when it holds the certificate's key), REISSUER_COMMON_NAME and
+    /// REISSUER_DNS_NAMES (space-separated) set, and neither DIGICERT_API_KEY nor any variable
+    /// holding the key. A hook that exits 0 never runs again for that certificate; one that
+    /// fails or times out is reported and runs again with the next collect (which exits 1).
+    /// Killed while a hook runs, the next collect runs that hook again.
+    #[arg(long, value_name = "CMD")]
+    pub deploy_hook: Option<String>,
+
+    /// A deploy hook still running after this is killed (with everything it started) and
+    /// counts as failed.
+    #[arg(long, default_value = "5m", value_parser = parse_duration_arg, requires = "deploy_hook")]
+    pub hook_timeout: std::time::Duration,
+
+    /// Deploy hooks running at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64), requires = "deploy_hook")]
+    pub hook_concurrency: u32,
+
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }

@@ -6,6 +6,7 @@
 
 mod campaign;
 mod dcv;
+mod deployments;
 mod items;
 mod prune;
 mod rotation;
@@ -24,6 +25,7 @@ use sqlx::{Row, SqlitePool};
 
 pub use campaign::{Collectable, Collection, OrderFacts};
 pub use dcv::{DcvWaiting, NameStatus};
+pub use deployments::Deployable;
 pub use items::{Change, ItemRow, Outcome, UnknownOutcome, WorkItem};
 pub use prune::{PruneOutcome, PruneSelection, PrunedRun, Spared};
 pub use rotation::Rotation;
