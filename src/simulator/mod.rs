@@ -1,6 +1,6 @@
 //! CertCentral on loopback: the test equipment behind `demo`, the tests and the benchmark.
 //!
-//! A real HTTP server (HTTP/1.1 and h2c) that speaks the shapes of
+//! A real HTTP server (HTTP/1.1 and h2c, or HTTPS with a throwaway CA) that speaks the shapes of
 //! `reference/certcentral-notes.md` for the endpoints a bulk reissue runner uses: reissue, order
 //! info, the order's reissue list, status changes and certificate download. It enforces rolling
 //! quotas, checks the API key, and injects faults (errors before and after the reissue is
@@ -36,6 +36,7 @@ mod server;
 mod state;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -45,6 +46,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use server::{ReservedPort, SimulatorHandle, start, start_on_loopback};
+pub use tls::TLS_CA_NAME;
 
 /// How the simulated CertCentral account behaves.
 #[derive(Clone, Default)]
@@ -84,6 +86,28 @@ pub struct Scenario {
     /// The same, answered 503 without `Retry-After` (after `all_500_for`, if both are set): a
     /// CertCentral that only says it is unavailable.
     pub all_503_for: Duration,
+    /// Serve HTTPS instead of plain HTTP.
+    pub tls: Option<ServerTls>,
+}
+
+/// HTTPS with a server certificate signed by a CA made at start, which no trust store knows;
+/// [`SimulatorHandle::tls_ca_pem`] gives its certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTls {
+    /// The DNS names and IP addresses the server certificate is for.
+    pub names: Vec<String>,
+    /// Serve a certificate whose validity ended yesterday.
+    pub expired: bool,
+}
+
+impl Default for ServerTls {
+    /// Valid for `localhost`, `127.0.0.1` and `::1`.
+    fn default() -> Self {
+        Self {
+            names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            expired: false,
+        }
+    }
 }
 
 // Written by hand so that the key never reaches a log line through `{:?}`.
@@ -104,6 +128,7 @@ impl fmt::Debug for Scenario {
             .field("seed", &self.seed)
             .field("all_500_for", &self.all_500_for)
             .field("all_503_for", &self.all_503_for)
+            .field("tls", &self.tls)
             .finish()
     }
 }
