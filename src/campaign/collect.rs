@@ -56,6 +56,9 @@ pub enum CollectError {
     /// CertCentral refused the key.
     #[error("CertCentral refused the credentials")]
     Credentials,
+    /// The server's certificate is not trusted (an [`ApiError::Untrusted`]).
+    #[error("cannot reach CertCentral")]
+    Untrusted(#[source] ApiError),
     /// The output directory cannot be made.
     #[error("cannot create {path}")]
     OutDir {
@@ -79,6 +82,8 @@ enum Step {
     /// A transient failure: try again next round.
     Again(String),
     Credentials,
+    /// An [`ApiError::Untrusted`]: stop.
+    Untrusted(ApiError),
 }
 
 pub async fn collect(
@@ -137,6 +142,7 @@ pub async fn collect(
                 }
                 Step::Again(why) => tracing::warn!("order {}: {why}; tried again", item.order_id),
                 Step::Credentials => return Err(CollectError::Credentials),
+                Step::Untrusted(server) => return Err(CollectError::Untrusted(server)),
             }
         }
         let remaining = journal.collectable(run_id).await?;
@@ -181,6 +187,9 @@ pub async fn collect(
             ),
             Err(err) if err.disposition() == Disposition::StopCredentials => {
                 return Err(CollectError::Credentials);
+            }
+            Err(err) if err.disposition() == Disposition::StopUntrusted => {
+                return Err(CollectError::Untrusted(err));
             }
             // Without the list, every order is asked directly.
             Err(_) => None,
@@ -244,7 +253,7 @@ async fn step(item: &Collectable, client: &Client, limiter: &Limiter, out: &Path
             limiter.acquire().await;
             let entries = match client.reissue_list(item.order_id).await {
                 Ok(entries) => entries,
-                Err(err) => return failed(&err, limiter),
+                Err(err) => return failed(err, limiter),
             };
             let wanted = csr_body(&csr);
             let Some(entry) = entries
@@ -264,7 +273,7 @@ async fn step(item: &Collectable, client: &Client, limiter: &Limiter, out: &Path
     limiter.acquire().await;
     let pem = match client.download_pem(certificate_id).await {
         Ok(pem) => pem,
-        Err(err) => return failed(&err, limiter),
+        Err(err) => return failed(err, limiter),
     };
     match leaf_key(&pem) {
         Some(key) if key == csr_info.public_key_der => match write_pem(&path, &pem) {
@@ -280,8 +289,9 @@ async fn step(item: &Collectable, client: &Client, limiter: &Limiter, out: &Path
     }
 }
 
-fn failed(err: &ApiError, limiter: &Limiter) -> Step {
+fn failed(err: ApiError, limiter: &Limiter) -> Step {
     match err.disposition() {
+        Disposition::StopUntrusted => Step::Untrusted(err),
         Disposition::StopCredentials => Step::Credentials,
         Disposition::Pause(wait) => {
             // Throttled: every request of this collect waits, as the runner's do.

@@ -22,6 +22,14 @@ pub enum FillError {
     /// CertCentral refused the key; nothing more is asked.
     #[error("CertCentral refused the credentials while reading order {order_id}")]
     Credentials { order_id: u64 },
+    /// The server's certificate is not trusted (an [`ApiError::Untrusted`]); nothing more is
+    /// asked.
+    #[error("cannot read order {order_id}")]
+    Untrusted {
+        order_id: u64,
+        #[source]
+        source: ApiError,
+    },
     /// The journal failed.
     #[error("journal failure while filling from orders")]
     Journal(#[from] JournalError),
@@ -180,6 +188,13 @@ pub async fn facts_for(
             Err(err) if err.disposition() == Disposition::StopCredentials => {
                 fetched.abort_all();
                 return Err(FillError::Credentials { order_id });
+            }
+            Err(err) if err.disposition() == Disposition::StopUntrusted => {
+                fetched.abort_all();
+                return Err(FillError::Untrusted {
+                    order_id,
+                    source: err,
+                });
             }
             Err(err) if matches!(err.disposition(), Disposition::Pause(_)) => {
                 // Throttled: everyone waits, and this order is asked again.

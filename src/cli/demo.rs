@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::Client;
+use crate::api::{Client, Network, Trust};
 use crate::config::Quota;
 use crate::exit::Exit;
 use crate::limiter::Limiter;
@@ -47,9 +47,14 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
     let base_url = sim.base_url();
     eprintln!("simulator listening at {base_url}");
     let key = ApiKey::new(DEMO_KEY).expect("the demo key is not blank");
+    // The simulator is on loopback: no proxy in the environment may see its traffic.
+    let network = Network {
+        trust: Trust::load(None)?,
+        direct: true,
+    };
     let sender = Sender {
         base_url: base_url.clone(),
-        client: Client::new(&base_url, &key, Duration::from_secs(10), 4)?,
+        client: Client::new(&base_url, &key, Duration::from_secs(10), 4, &network)?,
         limiter: Arc::new(Limiter::new(&[quota])),
         options: RunnerOptions {
             concurrency: 4,
@@ -225,6 +230,7 @@ fn demo_send_args() -> SendArgs {
             concurrency: 4,
             rates: Vec::new(),
             timeout: Duration::from_secs(10),
+            ca_file: None,
         },
         max_attempts: 5,
         yes: true,

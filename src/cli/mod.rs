@@ -156,6 +156,12 @@ pub struct ConnectionArgs {
     /// Per-request timeout.
     #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
     pub timeout: std::time::Duration,
+
+    /// Also trust the CA certificate(s) in this PEM file (a company CA, say), besides the
+    /// system trust store (which honours SSL_CERT_FILE and SSL_CERT_DIR). Proxies come from
+    /// HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY.
+    #[arg(long, value_name = "PATH", env = "REISSUER_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How reissues are sent.
@@ -401,7 +407,19 @@ pub fn main(cli: Cli) -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            let _ = writeln!(std::io::stderr(), "error: {err:#}");
+            match untrusted_server(&err) {
+                Some(server) => {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "error: {}\nNothing was changed; run the command again once the \
+                         certificate is trusted.",
+                        server.explain()
+                    );
+                }
+                None => {
+                    let _ = writeln!(std::io::stderr(), "error: {err:#}");
+                }
+            }
             exit_for_error(&err).into()
         }
     }
@@ -483,6 +501,19 @@ fn init_tracing(format: LogFormat, color: ColorChoice) {
     let _ = result;
 }
 
+/// The refused server certificate, when that is what stopped the command: from whichever
+/// command, wrapped in whatever error.
+fn untrusted_server(err: &anyhow::Error) -> Option<&crate::api::UntrustedServer> {
+    err.chain().find_map(|cause| {
+        cause
+            .downcast_ref::<crate::api::UntrustedServer>()
+            .or_else(|| match cause.downcast_ref::<crate::api::ApiError>() {
+                Some(crate::api::ApiError::Untrusted(server)) => Some(server.as_ref()),
+                _ => None,
+            })
+    })
+}
+
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         cause
@@ -495,6 +526,9 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 /// a usage error (nothing was sent).
 fn exit_for_error(err: &anyhow::Error) -> Exit {
     use crate::journal::JournalError;
+    if untrusted_server(err).is_some() {
+        return Exit::Unreachable;
+    }
     for cause in err.chain() {
         if let Some(JournalError::Locked { .. }) = cause.downcast_ref::<JournalError>() {
             return Exit::Locked;

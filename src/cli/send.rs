@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Client;
+use crate::api::{Client, Network, Trust};
 use crate::events::StopReason;
 use crate::exit::Exit;
 use crate::journal::{ItemState, Journal};
@@ -123,7 +123,12 @@ impl Connection {
             super::resolve_quotas(&args.rates).map_err(|e| UsageError(format!("{e:#}")))?;
         let key = load_api_key(args)?;
         let concurrency = args.concurrency as usize;
-        let client = Client::new(&base_url, &key, args.timeout, concurrency)?;
+        let network = Network {
+            trust: Trust::load(args.ca_file.as_deref())
+                .map_err(|e| UsageError(format!("{:#}", anyhow::Error::from(e))))?,
+            direct: false,
+        };
+        let client = Client::new(&base_url, &key, args.timeout, concurrency, &network)?;
         Ok(Self {
             base_url,
             client,
@@ -178,6 +183,13 @@ pub(crate) async fn execute(
         "{}",
         crate::progress::summary(run_id, &summary, journal.path())
     );
+    if let Some(server) = &summary.untrusted {
+        eprintln!(
+            "error: {}\nNo request left for it; unsent orders are still pending (reissuer resume \
+             continues once the certificate is trusted).",
+            server.explain()
+        );
+    }
     Ok(exit_for(&summary))
 }
 
@@ -185,7 +197,7 @@ fn exit_for(summary: &runner::RunSummary) -> Exit {
     let counts = &summary.counts;
     match summary.stop {
         StopReason::CredentialsRefused => Exit::Credentials,
-        StopReason::Unreachable => Exit::Unreachable,
+        StopReason::Unreachable | StopReason::Untrusted => Exit::Unreachable,
         StopReason::Interrupted => Exit::Interrupted,
         StopReason::Finished
             if counts.get(ItemState::Succeeded) + counts.get(ItemState::Skipped)

@@ -1140,6 +1140,10 @@ async fn over_tls_a_client_trusting_the_ca_is_served_and_others_are_refused() {
         .await
         .expect_err("the CA is not trusted");
     assert!(refused.is_connect(), "{refused:?}");
-    assert_eq!(sim.ledger().requests.len(), 2, "the refused request arrived");
+    assert_eq!(
+        sim.ledger().requests.len(),
+        2,
+        "the refused request arrived"
+    );
     sim.shutdown().await;
 }

@@ -1,4 +1,5 @@
 mod campaign;
+mod connect_proxy;
 mod cron;
 mod dcv;
 mod faults;
@@ -11,3 +12,4 @@ mod send;
 mod slow;
 mod stops;
 mod support;
+mod tls;

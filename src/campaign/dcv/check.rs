@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiError, Client, DcvCheck, Disposition};
+use crate::api::{ApiError, Client, DcvCheck, Disposition, UntrustedServer};
 use crate::journal::{DcvWaiting, Journal, JournalError, NameStatus};
 use crate::limiter::Limiter;
 
@@ -78,6 +78,9 @@ pub enum DcvCheckError {
     /// CertCentral refused the key.
     #[error("CertCentral refused the credentials ({0})")]
     Credentials(String),
+    /// The server's certificate is not trusted (an [`ApiError::Untrusted`]).
+    #[error("cannot reach CertCentral")]
+    Untrusted(#[source] ApiError),
     /// The journal failed.
     #[error("journal failure while checking DCV")]
     Journal(#[from] JournalError),
@@ -101,6 +104,8 @@ pub(crate) enum Verdict {
     /// 429/503: every request waits; checked again next round.
     Throttled(Option<Duration>),
     Credentials(String),
+    /// The server's certificate is not trusted: nothing gets through; stop.
+    Untrusted(Box<UntrustedServer>),
     /// No answer or a 5xx: checked again next round.
     Again(String),
     /// Another rejection (no such order, not a token order, …): reported, not checked again by
@@ -112,6 +117,7 @@ pub(crate) enum Verdict {
 pub(crate) fn verdict(result: Result<DcvCheck, ApiError>) -> Verdict {
     let err = match result {
         Ok(check) => return verdict_of_answer(check),
+        Err(ApiError::Untrusted(server)) => return Verdict::Untrusted(server),
         Err(err) => err,
     };
     match err.disposition() {
@@ -337,6 +343,9 @@ async fn record(
             tracing::warn!("order {}: {why}; checked again", item.order_id);
         }
         Verdict::Credentials(why) => return Err(DcvCheckError::Credentials(why)),
+        Verdict::Untrusted(server) => {
+            return Err(DcvCheckError::Untrusted(ApiError::Untrusted(server)));
+        }
     }
     Ok(())
 }
@@ -538,6 +547,17 @@ mod tests {
         assert!(matches!(verdict(status(401, &[])), Verdict::Credentials(_)));
         assert_eq!(verdict(status(429, &[])), Verdict::Throttled(None));
         assert!(matches!(verdict(status(500, &[])), Verdict::Again(_)));
+        let untrusted = ApiError::Untrusted(Box::new(UntrustedServer {
+            host: "www.digicert.com".into(),
+            refusal: crate::api::Refusal::UnknownIssuer,
+            reason: "invalid peer certificate: UnknownIssuer".into(),
+            subject: None,
+            issuer: None,
+            chain_issuer: None,
+            not_after: None,
+            trusted: Vec::new(),
+        }));
+        assert!(matches!(verdict(Err(untrusted)), Verdict::Untrusted(_)));
         assert!(matches!(
             verdict(status(502, &["invalid_dns_txt"])),
             Verdict::Again(_)

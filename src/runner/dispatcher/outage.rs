@@ -108,6 +108,12 @@ impl Dispatcher<'_> {
             return;
         };
         self.requests += 1;
+        if let Err(ApiError::Untrusted(server)) = &result {
+            // Not an outage after all, or no longer one: waiting will not make it trusted.
+            self.refused(server);
+            self.raise_stop(StopReason::Untrusted);
+            return;
+        }
         let (reach, cause) = match &result {
             Ok(()) => (Reach::Answered, None),
             Err(err) => (err.reach(), Some(err.brief())),
