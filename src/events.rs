@@ -54,8 +54,9 @@ pub enum RunnerEvent {
     Paused { wait: Duration },
     /// Items whose outcome is unknown are being looked up before anything is sent.
     Reconciling { items: usize },
-    /// A signal arrived: no new sends, waiting for requests in flight.
-    Stopping,
+    /// The run stops (a signal, a refused key or certificate, an outage given up on): no new
+    /// sends, waiting for requests in flight.
+    Stopping { reason: StopReason },
     /// CertCentral cannot be reached (or answers only 5xx): every worker is paused. Sent when the
     /// outage begins and after each probe that fails.
     Unreachable {

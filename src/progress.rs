@@ -10,7 +10,7 @@ use tracing::{Instrument, info_span};
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
 use crate::config::format_duration;
-use crate::events::RunnerEvent;
+use crate::events::{RunnerEvent, StopReason};
 use crate::journal::{Counts, ItemState};
 use crate::runner::RunSummary;
 
@@ -40,8 +40,6 @@ async fn render(mut events: UnboundedReceiver<RunnerEvent>, span: &tracing::Span
     let started = Instant::now();
     let mut last_log = Instant::now();
     let mut latest: Option<(Counts, u64)> = None;
-    // After giving up on an outage, the stop is not a signal's.
-    let mut gave_up = false;
     // The bar's message while CertCentral is unreachable.
     let mut paused: Option<String> = None;
     let mut last_settling_log: Option<Instant> = None;
@@ -98,19 +96,20 @@ async fn render(mut events: UnboundedReceiver<RunnerEvent>, span: &tracing::Span
                 );
             }
             RunnerEvent::GivingUp { since } => {
-                gave_up = true;
                 tracing::warn!(
                     "CertCentral unreachable since {}, longer than --give-up-after: stopping; unsent orders stay pending",
                     clock_time(since)
                 );
             }
-            RunnerEvent::Stopping if gave_up => {
-                tracing::warn!("stopping: no new requests; waiting for those in flight");
-            }
-            RunnerEvent::Stopping => {
+            RunnerEvent::Stopping {
+                reason: StopReason::Interrupted,
+            } => {
                 tracing::warn!(
                     "stopping: no new requests; waiting for those in flight (a second signal stops at once)"
                 );
+            }
+            RunnerEvent::Stopping { .. } => {
+                tracing::warn!("stopping: no new requests; waiting for those in flight");
             }
             RunnerEvent::Settling { items, until } => {
                 let text = settling_text(items, until);

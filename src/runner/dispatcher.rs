@@ -169,7 +169,7 @@ impl<'a> Dispatcher<'a> {
     fn raise_stop(&mut self, reason: StopReason) {
         if self.stop.reason.is_none() {
             self.stop.halt.cancel();
-            self.emit(RunnerEvent::Stopping);
+            self.emit(RunnerEvent::Stopping { reason });
         }
         self.stop.reason = Some(self.stop.reason.map_or(reason, |was| was.raised(reason)));
     }
