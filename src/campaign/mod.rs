@@ -2,6 +2,7 @@
 //! order, domain control (the token export and the checks), collecting the issued certificates
 //! and running the deploy hook for each.
 
+pub mod approve;
 pub mod collect;
 pub mod dcv;
 pub mod deploy;

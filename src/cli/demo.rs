@@ -41,6 +41,8 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
         api_key: Some(DEMO_KEY.to_owned()),
         quotas: vec![quota],
         issuance_delay: Duration::from_secs(2),
+        // Reissues sent without skip_approval wait for an administrator, as on many accounts.
+        approval_required: true,
         ..Scenario::default()
     })
     .await?;
@@ -83,6 +85,7 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
     let limiter = sender.limiter.clone();
     let exit = super::run::plan_and_send(&journal_path, &run_args, sender).await?;
     check_domain_control(&journal_path, &sim, &client, &limiter).await?;
+    approve_requests(&journal_path, &client, &limiter).await?;
     let certs = journal_path.with_file_name("certs");
     collect_certificates(&journal_path, &client, &limiter, &certs).await?;
     let journal = crate::journal::Journal::open_read_only(&journal_path).await?;
@@ -160,6 +163,34 @@ async fn check_domain_control(
             order.names.join(" ")
         );
     }
+    journal.close().await;
+    Ok(())
+}
+
+/// Approval: the reissues sent without skip_approval wait for it, as `reissuer approve` does.
+async fn approve_requests(
+    journal_path: &std::path::Path,
+    client: &Client,
+    limiter: &Arc<Limiter>,
+) -> anyhow::Result<()> {
+    let journal = crate::journal::Journal::open(journal_path).await?;
+    let Some(run) = journal.newest_run().await? else {
+        return Ok(());
+    };
+    eprintln!("\napproving the requests that wait: reissuer approve --comment 'key rotation demo'");
+    let options = crate::campaign::approve::ApproveOptions {
+        comment: Some("key rotation demo".to_owned()),
+        concurrency: 4,
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let summary =
+        crate::campaign::approve::approve(&journal, client, limiter, run.id, &options, &cancel)
+            .await?;
+    eprintln!(
+        "  {} approved, {} needed no approval",
+        summary.approved.len(),
+        summary.not_waiting
+    );
     journal.close().await;
     Ok(())
 }

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::Quota;
 use crate::exit::Exit;
 
+pub mod approve;
 mod collect;
 mod color;
 pub mod dcv;
@@ -104,6 +105,9 @@ pub enum Command {
     Keygen(keygen::KeygenArgs),
     /// Domain control for token-DCV reissues: `dcv check` asks CertCentral to check it.
     Dcv(dcv::DcvArgs),
+    /// Approve the run's reissue requests that wait for approval, each exactly once.
+    #[command(long_about = approve::LONG_ABOUT)]
+    Approve(approve::ApproveArgs),
     /// Remove finished runs (their items and attempts) from the journal and reclaim the space.
     #[command(long_about = prune::LONG_ABOUT)]
     Prune(prune::PruneArgs),
@@ -453,6 +457,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             Command::Demo(args) => demo::demo(&cli, args).await,
             Command::Collect(args) => collect::collect(&cli, args).await,
             Command::Dcv(args) => dcv::dcv(&cli, args).await,
+            Command::Approve(args) => approve::approve(&cli, args).await,
             Command::Prune(args) => prune::prune(&cli, args).await,
             Command::Simulate(_) => unreachable!("handled above"),
             Command::Validate(_) => unreachable!("handled above"),

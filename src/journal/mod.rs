@@ -4,6 +4,7 @@
 //! WAL mode with `synchronous = FULL`: a committed `in_flight` mark is on disk before the request
 //! it announces is sent.
 
+mod approvals;
 mod campaign;
 mod dcv;
 mod deployments;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+pub use approvals::{ApprovalItem, ApprovalState};
 pub use campaign::{Collectable, Collection, OrderFacts};
 pub use dcv::{DcvWaiting, NameStatus};
 pub use deployments::Deployable;

@@ -24,15 +24,18 @@ impl Journal {
                                   OR json_extract(payload, '$.dcv_method')
                                      IN ('dns-txt-token', 'dns-cname-token', 'http-token'))
                               AND coalesce(dcv_status, '') <> 'validated'), 0),
-                 coalesce(sum(NOT issued AND issue_status = 'needs_approval'), 0),
+                 coalesce(sum(NOT issued AND (approval IN ('waiting', 'sending')
+                                  OR (approval IS NULL AND issue_status = 'needs_approval'))), 0),
                  coalesce(sum(issued), 0),
                  coalesce(sum(downloaded_at IS NOT NULL), 0),
                  coalesce(sum(deployed), 0)
              FROM (SELECT i.*,
                           (downloaded_at IS NOT NULL OR coalesce(issue_status, '') = 'issued')
                               AS issued,
-                          coalesce(d.state = 'deployed', 0) AS deployed
+                          coalesce(d.state = 'deployed', 0) AS deployed,
+                          a.state AS approval
                    FROM items i LEFT JOIN deployments d ON d.item_id = i.id
+                   LEFT JOIN approvals a ON a.item_id = i.id
                    WHERE run_id = ? AND i.state = 'succeeded')",
         )
         .bind(run_id)

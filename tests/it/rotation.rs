@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use reissuer::simulator::{Scenario, SimulatorHandle};
+use reissuer::simulator::{Faults, Scenario, SimulatorHandle};
 
 use crate::support::{self, output, reissuer, text};
 
@@ -424,4 +424,196 @@ async fn a_collect_killed_during_a_hook_runs_only_that_hook_again() {
         assert!((1..=2).contains(&hook_runs(dir.path(), *id)), "order {id}");
     }
     sim.shutdown().await;
+}
+
+/// Orders `waiting` (sent without skip_approval) and `skipping` (with it) in one manifest.
+fn approval_manifest(dir: &Path, waiting: &[u64], skipping: &[u64]) -> std::path::PathBuf {
+    support::tls_manifest(dir, []);
+    let mut csv = String::from(
+        "order_id,common_name,dns_names,csr_file,server_platform.id,signature_hash,skip_approval\n",
+    );
+    for (ids, skip) in [(waiting, false), (skipping, true)] {
+        for id in ids {
+            csv.push_str(&format!(
+                "{id},example.com,www.example.com,example.csr,2,sha256,{skip}\n"
+            ));
+        }
+    }
+    let path = dir.join("approvals.csv");
+    std::fs::write(&path, csv).expect("write manifest");
+    path
+}
+
+fn approve(dir: &Path, sim: &SimulatorHandle, extra: &[&str]) -> std::process::Command {
+    let mut cmd = reissuer(dir);
+    cmd.args([
+        "approve",
+        "--base-url",
+        &sim.base_url(),
+        "--rate",
+        "unlimited",
+    ])
+    .args(extra);
+    cmd
+}
+
+/// How many approvals of each order's request the simulator received (PUTs) and committed.
+fn approvals(sim: &SimulatorHandle, order_id: u64) -> (usize, usize) {
+    let ledger = sim.ledger();
+    let Some(request_id) = ledger
+        .accepted
+        .iter()
+        .find(|a| a.order_id == order_id)
+        .map(|a| a.request_id)
+    else {
+        return (0, 0);
+    };
+    let path = format!("/request/{request_id}/status");
+    let puts = ledger
+        .requests
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.ends_with(&path))
+        .count();
+    let committed = ledger
+        .approvals
+        .iter()
+        .filter(|a| a.request_id == request_id)
+        .count();
+    (puts, committed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_approves_each_waiting_request_once_and_a_second_approve_sends_nothing() {
+    let sim = support::simulator(Scenario {
+        approval_required: true,
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let waiting: Vec<u64> = (51..=58).collect();
+    let manifest = approval_manifest(dir.path(), &waiting, &[59, 60]);
+    let mut run = support::run_against(dir.path(), &manifest, &sim.base_url());
+    run.args(["--rate", "unlimited"]);
+    assert_eq!(output(run).await.status.code(), Some(0));
+    for id in &waiting {
+        assert_eq!(
+            order_status(&sim, *id).await,
+            "needs_approval",
+            "order {id}"
+        );
+    }
+
+    let out = output(approve(
+        dir.path(),
+        &sim,
+        &["--comment", "key rotation INC-4711"],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for id in &waiting {
+        assert_eq!(approvals(&sim, *id), (1, 1), "order {id}");
+        assert_eq!(order_status(&sim, *id).await, "issued", "order {id}");
+    }
+    for id in [59, 60] {
+        assert_eq!(approvals(&sim, id), (0, 0), "order {id} needed no approval");
+    }
+    assert!(
+        sim.ledger()
+            .approvals
+            .iter()
+            .all(|a| a.processor_comment.as_deref() == Some("key rotation INC-4711"))
+    );
+    let mut status = reissuer(dir.path());
+    status.args(["status", "--json"]);
+    let runs: serde_json::Value =
+        serde_json::from_slice(&output(status).await.stdout).expect("json");
+    assert_eq!(runs[0]["rotation"]["awaiting_approval"], 0, "{runs}");
+
+    let before = sim.ledger().requests.len();
+    let out = output(approve(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        sim.ledger().requests.len(),
+        before,
+        "a second approve sent something"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approve_killed_while_an_approval_is_answered_never_approves_twice() {
+    let sim = support::simulator(Scenario {
+        approval_required: true,
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let waiting: Vec<u64> = (61..=64).collect();
+    let manifest = approval_manifest(dir.path(), &waiting, &[]);
+    let mut run = support::run_against(dir.path(), &manifest, &sim.base_url());
+    run.args(["--rate", "unlimited"]);
+    assert_eq!(output(run).await.status.code(), Some(0));
+
+    // Every answer takes 2 s; the approval is committed before the wait.
+    sim.set_faults(Faults {
+        latency: std::time::Duration::from_secs(2),
+        ..Faults::default()
+    });
+    let mut cmd = approve(dir.path(), &sim, &["--concurrency", "1"]);
+    cmd.stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("spawns");
+    let started = std::time::Instant::now();
+    while sim.ledger().approvals.len() < 2 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no progress"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+    let in_flight = sim.ledger().approvals[1].order_id;
+    sim.set_faults(Faults::default());
+
+    let out = output(approve(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "order {in_flight}: approved by an earlier, interrupted approve"
+        )),
+        "{stderr}"
+    );
+    for id in &waiting {
+        assert_eq!(approvals(&sim, *id), (1, 1), "order {id}");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_checks_dcv_approves_and_deploys_with_a_hook() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut demo = reissuer(dir.path());
+    demo.args(["demo", "--journal"])
+        .arg(dir.path().join("demo.db"));
+    let out = output(demo).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for order in [1001, 1002, 1003] {
+        assert!(
+            stderr.contains(&format!("order {order}: domain control validated")),
+            "{stderr}"
+        );
+    }
+    for order in [1002, 1004, 1007] {
+        assert!(
+            stderr.contains(&format!("order {order}: request ")),
+            "{stderr}"
+        );
+    }
+    assert!(stderr.contains("would install "), "{stderr}");
+    assert!(
+        stderr.contains("deploy hook: 5 certificate(s) deployed, 0 failed"),
+        "{stderr}"
+    );
 }
