@@ -444,6 +444,18 @@ async fn send_one(
                 1,
             );
         }
+        // The handshake failed, so the approval never left; trusting the server is the
+        // operator's move (`--ca-file`), and retrying in this run cannot help.
+        Disposition::StopUntrusted => {
+            return (
+                Attempt::StillPending {
+                    why: err.to_string(),
+                    retry: false,
+                    http_status: None,
+                },
+                1,
+            );
+        }
         Disposition::Reconcile | Disposition::Fail => {}
     }
     // A 5xx or a lost answer may have approved it; a 4xx may mean someone else did.
