@@ -163,7 +163,7 @@ pub(crate) async fn execute(
 ) -> anyhow::Result<Exit> {
     if let Some(span) = sender.limiter.longest_window() {
         let ages = journal.recent_request_ages(span).await?;
-        sender.limiter.seed(&ages).await;
+        sender.limiter.seed(&ages);
     }
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(on_signals(cancel.clone()));
