@@ -152,8 +152,13 @@ pub struct ConnectionArgs {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub concurrency: u32,
 
-    /// A rolling-window quota N/DURATION (ms, s, m, h), repeatable; all are enforced at once.
-    /// Default: 100/5s and 1000/5m. `--rate unlimited` turns the limiter off (test servers only).
+    /// A rolling-window quota N/DURATION (ms, s, m, h), repeatable; all are enforced at once:
+    /// in every interval of DURATION, at most N requests start (every request counts: reissues,
+    /// lookups, fill, collect). A window's whole allowance may be used at once.
+    /// Default: `--rate 100/5s --rate 1000/3m`, DigiCert's current account limits. They are per
+    /// API key and shared with any other integration using the same key: give that one room by
+    /// lowering them (e.g. `--rate 50/5s --rate 500/3m`). `--rate unlimited` turns the limiter
+    /// off (test servers only).
     #[arg(long = "rate", value_name = "N/DURATION")]
     pub rates: Vec<String>,
 
