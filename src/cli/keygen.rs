@@ -159,6 +159,7 @@ fn fill_from_orders(
     runtime.block_on(async {
         let connection = super::send::Connection::new(connection, None)?;
         let journal = crate::journal::Journal::open(journal).await?;
+        super::send::seed_limiter(&connection.limiter, &journal, connection.timeout).await?;
         let wanted: Vec<u64> = orders
             .iter()
             .filter(|order| fill::needs_facts(&order.body))

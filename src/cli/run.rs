@@ -42,6 +42,8 @@ pub(crate) async fn plan_and_send(
         }),
         force: args.force,
     };
+    // Before any request: fill-from-order's count too.
+    send::seed_limiter(&sender.limiter, &journal, sender.options.request_timeout).await?;
     // Facts are fetched before the plan's transaction takes the journal's one connection.
     let filled = match args.fill_from_order {
         true => Some(filled_rows(&args.manifest, &journal, &sender).await?),

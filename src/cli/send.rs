@@ -139,6 +139,21 @@ impl Connection {
     }
 }
 
+/// Counts in the limiter's windows the requests the journal recorded lately (by this command's
+/// predecessors, or another command), before this one makes any. Seeding a limiter twice
+/// changes nothing.
+pub(crate) async fn seed_limiter(
+    limiter: &Limiter,
+    journal: &Journal,
+    request_timeout: Duration,
+) -> anyhow::Result<()> {
+    if let Some(span) = limiter.longest_window() {
+        let ended = journal.recent_request_ends(span, request_timeout).await?;
+        limiter.seed(&ended);
+    }
+    Ok(())
+}
+
 /// On a terminal, asks before sending; `--yes` or no terminal means yes.
 pub(crate) fn confirm(to_send: u64, base_url: &str, yes: bool) -> std::io::Result<bool> {
     if yes || to_send == 0 || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
@@ -161,10 +176,7 @@ pub(crate) async fn execute(
     run_id: i64,
     sender: Sender,
 ) -> anyhow::Result<Exit> {
-    if let Some(span) = sender.limiter.longest_window() {
-        let ages = journal.recent_request_ages(span).await?;
-        sender.limiter.seed(&ages);
-    }
+    seed_limiter(&sender.limiter, journal, sender.options.request_timeout).await?;
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(on_signals(cancel.clone()));
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
