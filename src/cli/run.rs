@@ -82,9 +82,11 @@ pub(crate) async fn plan_and_send(
     let run_id = match same_as_open {
         Some(open) => {
             planner.rollback().await?;
+            let left = journal.counts(open.id).await?.open();
             tracing::info!(
-                "run {} holds this same manifest and is unfinished: resuming it",
-                open.id
+                "run {} holds this same manifest and is unfinished: resuming it; {}",
+                open.id,
+                send::expected_duration(&sender.limiter, left)
             );
             open.id
         }
@@ -94,7 +96,8 @@ pub(crate) async fn plan_and_send(
                 counts.get(ItemState::Pending),
                 counts.get(ItemState::Skipped),
             );
-            if !send::confirm(to_send, &sender.base_url, args.send.yes)? {
+            let expected = send::expected_duration(&sender.limiter, to_send);
+            if !send::confirm(to_send, &sender.base_url, &expected, args.send.yes)? {
                 planner.rollback().await?;
                 journal.close().await;
                 if !journal_existed {
@@ -105,7 +108,7 @@ pub(crate) async fn plan_and_send(
             }
             let run_id = planner.commit().await?;
             tracing::info!(
-                "run {run_id}: {to_send} to send, {skipped} already done (skipped), {} invalid",
+                "run {run_id}: {expected}; {skipped} already done (skipped), {} invalid",
                 invalid.len()
             );
             run_id
@@ -274,6 +277,13 @@ pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Resul
         .and_then(|options| options["force"].as_bool())
         .unwrap_or(false);
     let sender = Sender::for_run(&args.send, &run, force)?;
+    send::seed_limiter(&sender.limiter, &journal, sender.options.request_timeout).await?;
+    let left = journal.counts(run.id).await?.open();
+    tracing::info!(
+        "run {}: {}",
+        run.id,
+        send::expected_duration(&sender.limiter, left)
+    );
     let exit = send::execute(&journal, run.id, sender).await?;
     journal.close().await;
     Ok(exit)
@@ -285,14 +295,17 @@ pub(crate) async fn retry(cli: &Cli, args: &super::RetryArgs) -> anyhow::Result<
     let run = journal.run_or_newest(args.run_id).await?;
     let sender = Sender::for_run(&args.send, &run, false)?;
     let requeued = journal.requeue_failed(run.id, args.all).await?;
+    send::seed_limiter(&sender.limiter, &journal, sender.options.request_timeout).await?;
+    let left = journal.counts(run.id).await?.open();
     tracing::info!(
-        "run {}: {requeued} failed item(s) back to pending{}",
+        "run {}: {requeued} failed item(s) back to pending{}; {}",
         run.id,
         if args.all {
             ""
         } else {
             " (transient failures only; --all for rejected ones)"
-        }
+        },
+        send::expected_duration(&sender.limiter, left)
     );
     let exit = send::execute(&journal, run.id, sender).await?;
     journal.close().await;

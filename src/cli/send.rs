@@ -154,15 +154,30 @@ pub(crate) async fn seed_limiter(
     Ok(())
 }
 
-/// On a terminal, asks before sending; `--yes` or no terminal means yes.
-pub(crate) fn confirm(to_send: u64, base_url: &str, yes: bool) -> std::io::Result<bool> {
+/// How long `count` reissues take at the limiter's quotas, from its windows as they are:
+/// `1,000 reissues: about 45 s at 100/5s + 1000/3m`.
+pub(crate) fn expected_duration(limiter: &Limiter, count: u64) -> String {
+    crate::progress::expected_duration(count, limiter.quotas(), limiter.fastest_finish(count))
+}
+
+/// On a terminal, asks before sending, saying how long it will take; `--yes` or no terminal
+/// means yes.
+pub(crate) fn confirm(
+    to_send: u64,
+    base_url: &str,
+    expected: &str,
+    yes: bool,
+) -> std::io::Result<bool> {
     if yes || to_send == 0 || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
         return Ok(true);
     }
     let mut stderr = std::io::stderr();
     write!(
         stderr,
-        "About to send {to_send} reissue request(s) to {base_url}. Continue? [y/N] "
+        "About to send {to_send} reissue request(s) to {base_url}.\n\
+         {expected} (the quotas are per API key, shared with any other integration using the \
+         same key; lower them with --rate if another one is busy).\n\
+         Continue? [y/N] "
     )?;
     stderr.flush()?;
     let mut answer = String::new();
@@ -180,7 +195,14 @@ pub(crate) async fn execute(
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(on_signals(cancel.clone()));
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let display = tokio::spawn(crate::progress::show(events_rx, run_id));
+    let time_left: Option<crate::progress::TimeLeft> = match sender.limiter.quotas() {
+        [] => None,
+        _ => {
+            let limiter = sender.limiter.clone();
+            Some(Box::new(move |left| limiter.fastest_finish(left)))
+        }
+    };
+    let display = tokio::spawn(crate::progress::show(events_rx, run_id, time_left));
     let deps = Deps {
         journal,
         client: sender.client,
