@@ -4,6 +4,7 @@ mod cron;
 mod dcv;
 mod faults;
 mod keygen;
+mod limits;
 mod manifest;
 mod outage;
 mod resume_edges;
