@@ -86,6 +86,7 @@ async fn run(csv: &Path, work: &Path, quotas: &[Quota]) -> Campaign {
         force: false,
         drain_timeout: Duration::from_secs(10),
         request_timeout: Duration::from_secs(60),
+        give_up_after: Duration::from_secs(15 * 60),
     };
     let client = reissuer::api::Client::new(&sim.base_url(), &key, options.request_timeout, 10)
         .expect("a client");

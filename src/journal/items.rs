@@ -132,6 +132,8 @@ pub enum Change {
         outcome: String,
         duration_ms: u64,
     },
+    /// A request that is not an item's attempt or lookup (the outage probe), complete.
+    Request(super::SentRequest),
     /// A reconciliation GET for the item, complete.
     Lookup {
         item_id: i64,
@@ -441,6 +443,9 @@ async fn apply_one(
             .bind(item_id)
             .execute(&mut **tx)
             .await?;
+        }
+        Change::Request(request) => {
+            super::requests::insert(request).execute(&mut **tx).await?;
         }
         Change::Lookup {
             item_id,

@@ -35,18 +35,7 @@ impl Journal {
     /// the request has ended, whatever the outcome; every request a command makes must end up
     /// here or in `attempts`.
     pub async fn record_request(&self, request: &SentRequest) -> Result<(), JournalError> {
-        sqlx::query(
-            "INSERT INTO requests (kind, order_id, started_at, finished_at, http_status, outcome)
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(request.kind)
-        .bind(request.order_id)
-        .bind(time_text(OffsetDateTime::from(request.started_at)))
-        .bind(time_text(OffsetDateTime::from(request.finished_at)))
-        .bind(request.http_status)
-        .bind(&request.outcome)
-        .execute(&self.pool)
-        .await?;
+        insert(request).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -80,6 +69,22 @@ impl Journal {
             })
             .collect())
     }
+}
+
+/// The row of one request (also written within a batch: [`super::Change::Request`]).
+pub(super) fn insert(
+    request: &SentRequest,
+) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    sqlx::query(
+        "INSERT INTO requests (kind, order_id, started_at, finished_at, http_status, outcome)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(request.kind)
+    .bind(request.order_id)
+    .bind(time_text(OffsetDateTime::from(request.started_at)))
+    .bind(time_text(OffsetDateTime::from(request.finished_at)))
+    .bind(request.http_status)
+    .bind(&request.outcome)
 }
 
 /// How long before `now` a recorded request ended, erring late: times are stored truncated to

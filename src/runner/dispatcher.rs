@@ -16,6 +16,7 @@ use super::{Deps, RunnerError, RunnerOptions};
 use crate::api::{ApiError, UntrustedServer};
 use crate::events::{RunnerEvent, StopReason};
 use crate::journal::{Change, Counts, ItemState, JournalError, WorkItem};
+use crate::limiter::Timing;
 
 mod finish;
 mod outage;
@@ -38,8 +39,8 @@ pub(super) enum Done {
     /// The run stopped, or paused for an outage, while the send waited for the limiter: it
     /// never left.
     Withdrawn(WorkItem),
-    /// The outage probe ended (`None`: the run stopped before it left).
-    Probed(Option<Result<(), ApiError>>),
+    /// The outage probe ended, and when (`None`: the run stopped before it left).
+    Probed(Option<(Result<(), ApiError>, Timing)>),
     /// The run stopped before the lookup began; the item keeps its state.
     NotLookedUp,
 }

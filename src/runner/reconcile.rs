@@ -74,7 +74,7 @@ pub async fn look_up(
     let csr = serde_json::from_str::<serde_json::Value>(&target.payload)
         .ok()
         .and_then(|body| body["certificate"]["csr"].as_str().map(csr_body));
-    limiter.acquire().await;
+    let permit = limiter.acquire().await;
     let started = std::time::Instant::now();
     let (kind, result) = match csr {
         Some(csr) => (
@@ -93,6 +93,8 @@ pub async fn look_up(
         ),
     };
     let duration = started.elapsed();
+    // Held until the answer is in: until then the GET may still be arriving.
+    drop(permit);
     let (verdict, http_status) = match result {
         Ok(verdict) => (verdict, Some(200)),
         Err(err) => (verdict_for_error(&err), err.http_status()),

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiError, Client, DcvCheck, Disposition, UntrustedServer};
-use crate::journal::{DcvWaiting, Journal, JournalError, NameStatus};
+use crate::journal::{DcvWaiting, Journal, JournalError, NameStatus, SentRequest};
 use crate::limiter::Limiter;
 
 const FIRST_INTERVAL: Duration = Duration::from_secs(2);
@@ -218,7 +218,8 @@ struct NewToken {
 struct Checked {
     token: Option<NewToken>,
     verdict: Verdict,
-    requests: u64,
+    /// The requests made, for the journal (they seed the next command's rate windows).
+    sent: Vec<SentRequest>,
 }
 
 /// Checks the run's orders that await DCV until none does, the wait is over, or `cancel`.
@@ -248,7 +249,10 @@ pub async fn check(
         let round_started = Instant::now();
         for (item, checked) in run_round(items, client, limiter, options.concurrency, cancel).await
         {
-            summary.requests += checked.requests;
+            summary.requests += checked.sent.len() as u64;
+            for request in &checked.sent {
+                journal.record_request(request).await?;
+            }
             record(journal, &item, checked, &mut summary, &mut refused).await?;
         }
         summary.interrupted = cancel.is_cancelled();
@@ -432,7 +436,7 @@ async fn check_one(item: &DcvWaiting, client: &Client, limiter: &Limiter) -> Che
     let mut checked = Checked {
         token: None,
         verdict: Verdict::Again("not checked".into()),
-        requests: 0,
+        sent: Vec::new(),
     };
     if needs_new_token(item, OffsetDateTime::now_utc()) {
         match fetch_token(item, client, limiter, &mut checked).await {
@@ -443,9 +447,11 @@ async fn check_one(item: &DcvWaiting, client: &Client, limiter: &Limiter) -> Che
             }
         }
     }
-    limiter.acquire().await;
-    checked.requests += 1;
-    checked.verdict = verdict(client.check_dcv(item.order_id).await);
+    let permit = limiter.acquire().await;
+    let result = client.check_dcv(item.order_id).await;
+    let sent = crate::campaign::sent("check_dcv", Some(item.order_id), permit.end(), &result);
+    checked.sent.push(sent);
+    checked.verdict = verdict(result);
     if let Verdict::Throttled(wait) = checked.verdict {
         limiter.pause_for(wait.unwrap_or(Duration::from_secs(5)));
     }
@@ -465,9 +471,16 @@ async fn fetch_token(
     limiter: &Limiter,
     checked: &mut Checked,
 ) -> Result<NewToken, Verdict> {
-    limiter.acquire().await;
-    checked.requests += 1;
-    match client.dcv_random_value(item.order_id).await {
+    let permit = limiter.acquire().await;
+    let result = client.dcv_random_value(item.order_id).await;
+    let sent = crate::campaign::sent(
+        "dcv_random_value",
+        Some(item.order_id),
+        permit.end(),
+        &result,
+    );
+    checked.sent.push(sent);
+    match result {
         Ok(token) => match token.dcv_random_value {
             Some(value) if !value.is_empty() => Ok(NewToken {
                 value,
