@@ -135,7 +135,7 @@ mod tests {
         );
         // Long past it: it ended by its timeout at the latest.
         assert_eq!(
-            ended_ago(now, "2026-12-02T09:58:00Z", None, timeout),
+            ended_ago(now, "2026-12-02T09:59:00Z", None, timeout),
             Some(Duration::from_millis(9_999))
         );
         assert_eq!(ended_ago(now, "not a time", None, timeout), None);
