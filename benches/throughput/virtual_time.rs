@@ -87,6 +87,7 @@ async fn run(csv: &Path, work: &Path, quotas: &[Quota]) -> Campaign {
         drain_timeout: Duration::from_secs(10),
         request_timeout: Duration::from_secs(60),
         give_up_after: Duration::from_secs(15 * 60),
+        settle: Duration::from_secs(10 * 60),
     };
     let client = reissuer::api::Client::new(&sim.base_url(), &key, options.request_timeout, 10)
         .expect("a client");
