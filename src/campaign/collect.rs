@@ -3,8 +3,8 @@
 //!
 //! Polling goes through the limiter with a growing interval, and every request is recorded in
 //! the journal: the first round asks each order's reissue list; later rounds ask the
-//! status-changes list once and look only at orders it names. A certificate already on disk (a collect killed after writing it) is recognised by its
-//! key and recorded, not downloaded again.
+//! status-changes list once and look only at orders it names. A certificate already on disk (a
+//! collect killed after writing it) is recognised by its key and recorded, not downloaded again.
 
 use std::collections::HashSet;
 use std::io::Write;
