@@ -89,8 +89,14 @@ async fn run(csv: &Path, work: &Path, quotas: &[Quota]) -> Campaign {
         give_up_after: Duration::from_secs(15 * 60),
         settle: Duration::from_secs(10 * 60),
     };
-    let client = reissuer::api::Client::new(&sim.base_url(), &key, options.request_timeout, 10)
-        .expect("a client");
+    // On loopback: no proxy in the environment may see the simulator's traffic.
+    let network = reissuer::api::Network {
+        trust: reissuer::api::Trust::load(None).expect("the system's trust store"),
+        direct: true,
+    };
+    let client =
+        reissuer::api::Client::new(&sim.base_url(), &key, options.request_timeout, 10, &network)
+            .expect("a client");
     let done = Arc::new(AtomicBool::new(false));
     let driver = tokio::spawn(drive_the_clock(limiter.clone(), done.clone(), base));
     let began = RealInstant::now();
