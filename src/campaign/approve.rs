@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiError, Client, Disposition, RequestInfo};
-use crate::journal::{ApprovalItem, ApprovalState, Journal, JournalError};
+use crate::journal::{ApprovalItem, ApprovalState, Journal, JournalError, SentRequest};
 use crate::limiter::Limiter;
 
 /// Requests per page of the pending list.
@@ -219,8 +219,10 @@ pub async fn approve(
         let Some(request_id) = item.request_id else {
             continue;
         };
-        summary.requests += 1;
-        match look_up(client, limiter, request_id).await {
+        let mut sent = Vec::new();
+        let read = look_up(client, limiter, request_id, &mut sent).await;
+        record_sent(journal, &sent, &mut summary).await?;
+        match read {
             Ok(ReadBack::Approved) => {
                 journal
                     .record_approval(item.item_id, None, ApprovalState::Approved, Some(200), None)
@@ -255,7 +257,7 @@ pub async fn approve(
             }
         }
     }
-    let pending = list_pending(client, limiter, &mut summary).await?;
+    let pending = list_pending(journal, client, limiter, &mut summary).await?;
     let mut queue = Vec::new();
     for item in journal.approval_items(run_id).await? {
         if item.state == Some(ApprovalState::Sending) {
@@ -321,18 +323,18 @@ async fn send_approvals(
             let (client, limiter, comment) =
                 (client.clone(), limiter.clone(), options.comment.clone());
             running.spawn(async move {
-                let (attempt, requests) =
+                let (attempt, sent) =
                     send_one(&client, &limiter, request_id, comment.as_deref()).await;
-                (item, request_id, tries + 1, attempt, requests)
+                (item, request_id, tries + 1, attempt, sent)
             });
         }
         let Some(joined) = running.join_next().await else {
             break;
         };
-        let Ok((item, request_id, tries, attempt, requests)) = joined else {
+        let Ok((item, request_id, tries, attempt, sent)) = joined else {
             continue;
         };
-        summary.requests += requests;
+        record_sent(journal, &sent, summary).await?;
         let id = Some(request_id);
         match attempt {
             Attempt::Approved => {
@@ -409,75 +411,93 @@ async fn send_approvals(
     }
 }
 
-/// One approval, and a read-back when its answer does not say whether it took.
+/// Counts the requests made and records them: they seed the next command's rate windows.
+async fn record_sent(
+    journal: &Journal,
+    sent: &[SentRequest],
+    summary: &mut ApproveSummary,
+) -> Result<(), JournalError> {
+    for request in sent {
+        journal.record_request(request).await?;
+        summary.requests += 1;
+    }
+    Ok(())
+}
+
+/// One approval, and a read-back when its answer does not say whether it took; with the
+/// requests made.
 async fn send_one(
     client: &Client,
     limiter: &Limiter,
     request_id: i64,
     comment: Option<&str>,
-) -> (Attempt, u64) {
-    limiter.acquire().await;
-    let err = match client.approve_request(request_id, comment).await {
-        Ok(()) => return (Attempt::Approved, 1),
+) -> (Attempt, Vec<SentRequest>) {
+    let mut sent = Vec::new();
+    let attempt = approve_or_read_back(client, limiter, request_id, comment, &mut sent).await;
+    (attempt, sent)
+}
+
+async fn approve_or_read_back(
+    client: &Client,
+    limiter: &Limiter,
+    request_id: i64,
+    comment: Option<&str>,
+    sent: &mut Vec<SentRequest>,
+) -> Attempt {
+    let permit = limiter.acquire().await;
+    let result = client.approve_request(request_id, comment).await;
+    sent.push(crate::campaign::sent(
+        "approve_request",
+        None,
+        permit.end(),
+        &result,
+    ));
+    let err = match result {
+        Ok(()) => return Attempt::Approved,
         Err(err) => err,
     };
     match err.disposition() {
-        Disposition::StopCredentials => return (Attempt::Credentials(err.to_string()), 1),
+        Disposition::StopCredentials => return Attempt::Credentials(err.to_string()),
         Disposition::Pause(wait) => {
             limiter.pause_for(wait.unwrap_or(Duration::from_secs(5)));
-            return (
-                Attempt::StillPending {
-                    why: err.to_string(),
-                    retry: true,
-                    http_status: err.http_status(),
-                },
-                1,
-            );
+            return Attempt::StillPending {
+                why: err.to_string(),
+                retry: true,
+                http_status: err.http_status(),
+            };
         }
         Disposition::Unreachable => {
-            return (
-                Attempt::StillPending {
-                    why: err.to_string(),
-                    retry: true,
-                    http_status: None,
-                },
-                1,
-            );
+            return Attempt::StillPending {
+                why: err.to_string(),
+                retry: true,
+                http_status: None,
+            };
         }
         // The handshake failed, so the approval never left; trusting the server is the
         // operator's move (`--ca-file`), and retrying in this run cannot help.
         Disposition::StopUntrusted => {
-            return (
-                Attempt::StillPending {
-                    why: err.to_string(),
-                    retry: false,
-                    http_status: None,
-                },
-                1,
-            );
+            return Attempt::StillPending {
+                why: err.to_string(),
+                retry: false,
+                http_status: None,
+            };
         }
         Disposition::Reconcile | Disposition::Fail => {}
     }
     // A 5xx or a lost answer may have approved it; a 4xx may mean someone else did.
     let retry = err.disposition() == Disposition::Reconcile;
-    match look_up(client, limiter, request_id).await {
-        Ok(ReadBack::Approved) => (Attempt::Approved, 2),
-        Ok(ReadBack::Pending) => (
-            Attempt::StillPending {
-                why: err.to_string(),
-                retry,
-                http_status: err.http_status(),
-            },
-            2,
-        ),
-        Ok(ReadBack::Other(status)) => (Attempt::NotPending { status }, 2),
+    match look_up(client, limiter, request_id, sent).await {
+        Ok(ReadBack::Approved) => Attempt::Approved,
+        Ok(ReadBack::Pending) => Attempt::StillPending {
+            why: err.to_string(),
+            retry,
+            http_status: err.http_status(),
+        },
+        Ok(ReadBack::Other(status)) => Attempt::NotPending { status },
         Err(read) if read.disposition() == Disposition::StopCredentials => {
-            (Attempt::Credentials(read.to_string()), 2)
+            Attempt::Credentials(read.to_string())
         }
-        Err(read) => (
-            Attempt::Unknown(format!("{err}; reading it back: {read}")),
-            2,
-        ),
+        Err(read) => Attempt::Unknown(format!("{err}; reading it back: {read}")),
     }
 }
 
@@ -486,16 +506,22 @@ async fn look_up(
     client: &Client,
     limiter: &Limiter,
     request_id: i64,
+    sent: &mut Vec<SentRequest>,
 ) -> Result<ReadBack, ApiError> {
-    limiter.acquire().await;
-    client
-        .request_info(request_id)
-        .await
-        .map(|info| read_back(&info))
+    let permit = limiter.acquire().await;
+    let result = client.request_info(request_id).await;
+    sent.push(crate::campaign::sent(
+        "request_info",
+        None,
+        permit.end(),
+        &result,
+    ));
+    result.map(|info| read_back(&info))
 }
 
 /// Every page of the pending requests.
 async fn list_pending(
+    journal: &Journal,
     client: &Client,
     limiter: &Limiter,
     summary: &mut ApproveSummary,
@@ -504,9 +530,11 @@ async fn list_pending(
     let mut offset = 0;
     let mut tries = 0;
     loop {
-        limiter.acquire().await;
-        summary.requests += 1;
-        let page = match client.pending_requests(offset, PAGE).await {
+        let permit = limiter.acquire().await;
+        let result = client.pending_requests(offset, PAGE).await;
+        let sent = crate::campaign::sent("pending_requests", None, permit.end(), &result);
+        record_sent(journal, &[sent], summary).await?;
+        let page = match result {
             Ok(page) => page,
             Err(err) => match err.disposition() {
                 Disposition::StopCredentials => {
