@@ -65,6 +65,10 @@ pub enum ApproveError {
     /// The pending requests could not be listed: nothing was approved.
     #[error("cannot list the pending requests: {0}")]
     List(String),
+    /// The server's certificate is not trusted (an [`ApiError::Untrusted`]): nothing more is
+    /// sent.
+    #[error("CertCentral's certificate is not trusted")]
+    Untrusted(#[source] ApiError),
     /// The journal failed.
     #[error("journal failure while approving")]
     Journal(#[from] JournalError),
@@ -157,7 +161,7 @@ pub(crate) fn decide(item: &ApprovalItem, pending: &Pending) -> Decision {
 }
 
 /// How one approval ended, after a read-back when its answer did not say.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 enum Attempt {
     Approved,
     /// Definitely not approved; `retry` when sending again may help.
@@ -171,6 +175,12 @@ enum Attempt {
         status: String,
     },
     Credentials(String),
+    /// The server's certificate is not trusted: stop. `sent`: the approval may have left (the
+    /// read-back failed), so the item stays `sending`.
+    Untrusted {
+        err: ApiError,
+        sent: bool,
+    },
     /// Could not be told: the item stays `sending` for the next `approve`.
     Unknown(String),
 }
@@ -249,6 +259,9 @@ pub async fn approve(
             Err(err) if err.disposition() == Disposition::StopCredentials => {
                 return Err(ApproveError::Credentials(err.to_string()));
             }
+            Err(err) if err.disposition() == Disposition::StopUntrusted => {
+                return Err(ApproveError::Untrusted(err));
+            }
             Err(err) => {
                 summary.left.push((
                     item.order_id,
@@ -308,7 +321,7 @@ async fn send_approvals(
 ) -> Result<(), ApproveError> {
     queue.reverse(); // popped from the end: in order of the run
     let mut running = JoinSet::new();
-    let mut refused: Option<String> = None;
+    let mut refused: Option<ApproveError> = None;
     loop {
         while running.len() < options.concurrency.max(1)
             && refused.is_none()
@@ -388,7 +401,21 @@ async fn send_approvals(
                         Some(&why),
                     )
                     .await?;
-                refused = Some(why);
+                refused = Some(ApproveError::Credentials(why));
+            }
+            Attempt::Untrusted { err, sent } => {
+                if !sent {
+                    journal
+                        .record_approval(
+                            item.item_id,
+                            id,
+                            ApprovalState::Waiting,
+                            None,
+                            Some(&err.to_string()),
+                        )
+                        .await?;
+                }
+                refused = Some(ApproveError::Untrusted(err));
             }
             Attempt::Unknown(why) => {
                 summary.left.push((
@@ -399,7 +426,7 @@ async fn send_approvals(
         }
     }
     match refused {
-        Some(why) => Err(ApproveError::Credentials(why)),
+        Some(stop) => Err(stop),
         None => {
             for (item, _, _) in queue {
                 summary
@@ -458,6 +485,9 @@ async fn approve_or_read_back(
     };
     match err.disposition() {
         Disposition::StopCredentials => return Attempt::Credentials(err.to_string()),
+        // The handshake failed, so the approval never left; trusting the server is the
+        // operator's move (`--ca-file`), and retrying in this run cannot help: stop.
+        Disposition::StopUntrusted => return Attempt::Untrusted { err, sent: false },
         Disposition::Pause(wait) => {
             limiter.pause_for(wait.unwrap_or(Duration::from_secs(5)));
             return Attempt::StillPending {
@@ -470,15 +500,6 @@ async fn approve_or_read_back(
             return Attempt::StillPending {
                 why: err.to_string(),
                 retry: true,
-                http_status: None,
-            };
-        }
-        // The handshake failed, so the approval never left; trusting the server is the
-        // operator's move (`--ca-file`), and retrying in this run cannot help.
-        Disposition::StopUntrusted => {
-            return Attempt::StillPending {
-                why: err.to_string(),
-                retry: false,
                 http_status: None,
             };
         }
@@ -497,6 +518,10 @@ async fn approve_or_read_back(
         Err(read) if read.disposition() == Disposition::StopCredentials => {
             Attempt::Credentials(read.to_string())
         }
+        Err(read) if read.disposition() == Disposition::StopUntrusted => Attempt::Untrusted {
+            err: read,
+            sent: true,
+        },
         Err(read) => Attempt::Unknown(format!("{err}; reading it back: {read}")),
     }
 }
@@ -540,6 +565,7 @@ async fn list_pending(
                 Disposition::StopCredentials => {
                     return Err(ApproveError::Credentials(err.to_string()));
                 }
+                Disposition::StopUntrusted => return Err(ApproveError::Untrusted(err)),
                 Disposition::Pause(_) | Disposition::Unreachable | Disposition::Reconcile
                     if tries + 1 < MAX_TRIES =>
                 {

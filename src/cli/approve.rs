@@ -20,7 +20,8 @@ found not pending is settled for good, so running approve again sends no approva
 
 Approving needs a key of a user with the Administrator or Manager role; another key is refused \
 (403) and approve stops with exit 4. Exit 0 when no request of the run is left waiting, 1 when \
-some are (listed with the reason), 3 when interrupted.";
+some are (listed with the reason), 3 when interrupted, 6 when CertCentral's server certificate \
+is not trusted (nothing is approved; trust its issuer with --ca-file).";
 
 #[derive(Debug, clap::Args)]
 pub struct ApproveArgs {

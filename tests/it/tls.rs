@@ -331,3 +331,43 @@ async fn dcv_check_stops_at_once_too_rather_than_checking_again_until_its_wait_i
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(sim.ledger().requests.len() > requests_before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_stops_at_once_too_and_approves_each_request_once_when_trusted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = support::simulator(Scenario {
+        tls: Some(ServerTls::default()),
+        approval_required: true,
+        ..Scenario::default()
+    })
+    .await;
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, sim.tls_ca_pem().expect("serving TLS")).expect("write CA");
+    let manifest = support::tls_manifest(dir.path(), 1..=3);
+    let mut cmd = support::run_against(dir.path(), &manifest, &sim.base_url());
+    cmd.env("REISSUER_CA_FILE", &ca);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let requests_before = sim.ledger().requests.len();
+
+    let mut approve = reissuer(dir.path());
+    approve.arg("approve");
+    let started = Instant::now();
+    let out = output(approve).await;
+    let elapsed = started.elapsed();
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(TLS_CA_NAME), "issuer not named: {stderr}");
+    assert!(stderr.contains("--ca-file"), "no way to trust it: {stderr}");
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+    assert_eq!(sim.ledger().requests.len(), requests_before);
+    assert!(sim.ledger().approvals.is_empty());
+
+    let mut approve = reissuer(dir.path());
+    approve.arg("approve").arg("--ca-file").arg(&ca);
+    let out = output(approve).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut approved: Vec<u64> = sim.ledger().approvals.iter().map(|a| a.order_id).collect();
+    approved.sort_unstable();
+    assert_eq!(approved, [1, 2, 3], "each request approved once");
+}
