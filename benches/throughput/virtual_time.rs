@@ -55,14 +55,12 @@ pub struct Campaign {
 pub fn campaign(csv: &Path, work: &Path, quotas: &[Quota]) -> Campaign {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .start_paused(true)
         .build()
         .expect("a paused-clock runtime");
     runtime.block_on(run(csv, work, quotas))
 }
 
 async fn run(csv: &Path, work: &Path, quotas: &[Quota]) -> Campaign {
-    let base = Instant::now();
     let sim = reissuer::simulator::start_on_loopback(Scenario {
         api_key: Some(KEY.to_owned()),
         quotas: quotas.to_vec(),
@@ -76,6 +74,10 @@ async fn run(csv: &Path, work: &Path, quotas: &[Quota]) -> Campaign {
     let began = RealInstant::now();
     let (run_id, orders) = plan(csv, &journal, &sim.base_url()).await;
     let planning = began.elapsed();
+    // The clock stops only now: on a paused clock an idle runtime jumps to its next timer, and
+    // opening the journal (migrations on SQLite's own thread) would see its pool time out.
+    tokio::time::pause();
+    let base = Instant::now();
 
     let limiter = Arc::new(Limiter::new(quotas));
     let key = reissuer::secret::ApiKey::new(KEY).expect("a key");
