@@ -122,6 +122,13 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ManifestArgs {
     /// The manifest: a .csv or .toml file of orders.
+    ///
+    /// A CSV has a header row of field names, then one order per row. Its cells are separated by
+    /// commas and a list's items (dns_names, emails...) by semicolons; when the header is
+    /// separated by semicolons instead, as spreadsheets save CSV where the decimal separator is a
+    /// comma, cells are separated by semicolons and list items by commas. Either file may be
+    /// UTF-8 (with or without a byte-order mark) or UTF-16 with a byte-order mark, with any line
+    /// endings.
     pub manifest: PathBuf,
 
     /// A default for every order that does not set PATH, e.g. --set signature_hash=sha256.

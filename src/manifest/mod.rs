@@ -31,6 +31,7 @@ mod options;
 mod raw;
 mod row;
 mod rules;
+mod text;
 mod toml;
 mod value;
 

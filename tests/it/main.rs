@@ -11,6 +11,7 @@ mod resume_edges;
 mod rotation;
 mod send;
 mod slow;
+mod spreadsheets;
 mod stops;
 mod support;
 mod tls;
