@@ -610,7 +610,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::manifest::{self, LoadOptions, Row};
+    use crate::manifest::{self, LoadOptions, Purpose, Row};
 
     fn options() -> LoadOptions {
         LoadOptions {
@@ -618,6 +618,7 @@ mod tests {
             allow_cn_mismatch: true,
             today: time::macros::date!(2026 - 03 - 01),
             fill_from_order: false,
+            purpose: Purpose::NewKey,
         }
     }
 

@@ -17,6 +17,7 @@ fn options() -> LoadOptions {
         allow_cn_mismatch: false,
         today: TODAY,
         fill_from_order: false,
+        purpose: Purpose::Reissue,
     }
 }
 
@@ -963,6 +964,78 @@ fn toml_with_a_byte_order_mark_reads_in_utf8_and_utf16() {
             latin1.display()
         )
     );
+}
+
+fn for_new_keys() -> LoadOptions {
+    LoadOptions {
+        purpose: Purpose::NewKey,
+        ..options()
+    }
+}
+
+#[test]
+fn for_new_keys_order_ids_and_names_are_enough() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        dir.path(),
+        "m.csv",
+        "order_id,common_name,dns_names\n\
+         1,a.example,www.a.example\n\
+         2,,b.example;www.b.example\n",
+    );
+    assert_eq!(
+        bodies(&path, &for_new_keys()),
+        [
+            json!({"certificate": {"common_name": "a.example", "dns_names": ["www.a.example"]}}),
+            json!({"certificate": {"dns_names": ["b.example", "www.b.example"]}}),
+        ]
+    );
+    // The same manifest is not yet a reissue: signature_hash is required for that.
+    let lines = error_lines(&path, &options());
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].contains("certificate.signature_hash: required"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn for_new_keys_the_reissues_rules_wait_and_the_old_csr_is_not_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        dir.path(),
+        "m.csv",
+        "order_id,common_name,ship_info.city,common_name_indicator,csr_file\n\
+         1,a.example,Lehi,pseudonym,gone/old.csr\n",
+    );
+    assert_eq!(bodies(&path, &for_new_keys()).len(), 1);
+    assert!(error_lines(&path, &options()).len() >= 4);
+}
+
+#[test]
+fn for_new_keys_order_ids_and_each_value_are_still_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        dir.path(),
+        "m.csv",
+        "order_id,common_name,dns_names,server_platform.id\n\
+         1,a.example,,2\n\
+         x,b.example,,2\n\
+         1,c.example,,2\n\
+         4,d.example,not a name,two\n\
+         ,e.example,,\n",
+    );
+    let file = path.display();
+    let lines = error_lines(&path, &for_new_keys());
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert!(lines[0].starts_with(&format!("{file}:3: order_id: expected an integer")));
+    assert_eq!(
+        lines[1],
+        format!("{file}:4: order_id: duplicate order_id 1; first on line 2")
+    );
+    assert!(lines[2].starts_with(&format!("{file}:5: certificate.dns_names:")));
+    assert!(lines[3].starts_with(&format!("{file}:5: certificate.server_platform.id:")));
+    assert_eq!(lines[4], format!("{file}:6: order_id: required"));
 }
 
 #[test]
