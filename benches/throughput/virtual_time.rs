@@ -152,6 +152,7 @@ async fn plan(csv: &Path, journal: &Journal, base_url: &str) -> (i64, u64) {
             allow_cn_mismatch: false,
             today: time::OffsetDateTime::now_utc().date(),
             fill_from_order: false,
+            purpose: manifest::Purpose::Reissue,
         };
         manifest::scan(&path, &options, |row| match tx.blocking_send(row) {
             Ok(()) => std::ops::ControlFlow::Continue(()),
