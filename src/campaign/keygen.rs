@@ -612,10 +612,6 @@ mod tests {
     use super::*;
     use crate::manifest::{self, LoadOptions, Purpose, Row};
 
-    fn options() -> LoadOptions {
-        options_for(Purpose::NewKey)
-    }
-
     fn options_for(purpose: Purpose) -> LoadOptions {
         LoadOptions {
             defaults: Vec::new(),
