@@ -36,7 +36,8 @@ Exit codes: 0 every order succeeded or was skipped; 1 some failed, are uncertain
 2 usage error or invalid manifest (nothing sent); 3 interrupted by SIGINT/SIGTERM (resumable); \
 4 credentials refused (401/403); 5 the journal is locked by another process; \
 6 CertCentral unreachable, or its server certificate not trusted (unsent items still pending).\n\n\
-Colour: only on a terminal and never when NO_COLOR is set, unless --color always."
+Colour: only on a terminal (--color auto), or always, or never; never when NO_COLOR is set \
+to anything but the empty string, whatever --color says."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -51,8 +52,8 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Colour in log lines: auto (only when stderr is a terminal and NO_COLOR is not set),
-    /// always, or never.
+    /// Colour in log lines: auto (only when stderr is a terminal), always, or never. NO_COLOR
+    /// set to anything but the empty string turns colour off whatever this says.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
 }
