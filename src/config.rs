@@ -11,7 +11,8 @@ pub const US_BASE_URL: &str = "https://www.digicert.com/services/v2";
 /// The European CertCentral base URL (`--region eu`).
 pub const EU_BASE_URL: &str = "https://certcentral.digicert.eu/services/v2";
 
-/// The strictest published account limits: 100 per 5 s and 1000 per 5 min.
+/// The account limits on DigiCert's current rate-limit page: 100 per 5 s and 1000 per 3 min.
+/// They are per API key, shared with every other integration that uses the same key.
 pub fn default_quotas() -> Vec<Quota> {
     vec![
         Quota {
@@ -20,7 +21,7 @@ pub fn default_quotas() -> Vec<Quota> {
         },
         Quota {
             limit: 1000,
-            window: Duration::from_secs(300),
+            window: Duration::from_secs(180),
         },
     ]
 }

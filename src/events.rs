@@ -20,6 +20,9 @@ pub enum StopReason {
     /// a refused key (CertCentral answered after all, and resuming is no use until the key is
     /// fixed).
     Unreachable,
+    /// The server's certificate is not trusted: nothing can be sent until it is. Outranks an
+    /// outage (it says why CertCentral cannot be reached, and waiting will not fix it).
+    Untrusted,
     /// CertCentral refused the key (401/403).
     CredentialsRefused,
 }
@@ -37,6 +40,7 @@ impl StopReason {
             StopReason::Interrupted => "interrupted",
             StopReason::Unreachable => "CertCentral unreachable",
             StopReason::CredentialsRefused => "credentials refused",
+            StopReason::Untrusted => "server certificate not trusted",
         }
     }
 }
@@ -50,8 +54,9 @@ pub enum RunnerEvent {
     Paused { wait: Duration },
     /// Items whose outcome is unknown are being looked up before anything is sent.
     Reconciling { items: usize },
-    /// A signal arrived: no new sends, waiting for requests in flight.
-    Stopping,
+    /// The run stops (a signal, a refused key or certificate, an outage given up on): no new
+    /// sends, waiting for requests in flight.
+    Stopping { reason: StopReason },
     /// CertCentral cannot be reached (or answers only 5xx): every worker is paused. Sent when the
     /// outage begins and after each probe that fails.
     Unreachable {
@@ -76,7 +81,20 @@ pub enum RunnerEvent {
 mod tests {
     use super::StopReason::{self, *};
 
-    const ALL: [StopReason; 4] = [Finished, Interrupted, Unreachable, CredentialsRefused];
+    const ALL: [StopReason; 5] = [
+        Finished,
+        Interrupted,
+        Unreachable,
+        Untrusted,
+        CredentialsRefused,
+    ];
+
+    #[test]
+    fn an_untrusted_certificate_outranks_an_outage_and_is_outranked_by_a_refused_key() {
+        assert!(Unreachable < Untrusted && Untrusted < CredentialsRefused);
+        assert_eq!(Unreachable.raised(Untrusted), Untrusted);
+        assert_eq!(Interrupted.raised(Untrusted), Untrusted);
+    }
 
     #[test]
     fn credentials_refused_outranks_an_interrupt_which_outranks_finishing() {

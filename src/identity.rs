@@ -154,7 +154,10 @@ fn refusal(err: ReadError, url: String) -> IdentityError {
     match err {
         ReadError::Credentials(source) => IdentityError::Refused(source),
         ReadError::Rejected(source) => IdentityError::Rejected { url, source },
-        gave_up @ ReadError::GaveUp { .. } => IdentityError::Unreachable(gave_up),
+        // Untrusted carries the server's certificate: the command stops with exit 6 and names it.
+        failed @ (ReadError::GaveUp { .. } | ReadError::Untrusted(_)) => {
+            IdentityError::Unreachable(failed)
+        }
     }
 }
 

@@ -1,289 +1,408 @@
 //! The rate limiter: every quota at once, as rolling windows, plus the pause every worker waits
 //! out after a 429 or 503. It does not know what is sent.
 //!
-//! Each quota "N per W" keeps an exact log of the last N start times: a request may start only
-//! when the oldest of them is more than W (plus a small margin for the time between admission
-//! and the request reaching the server) ago. In front of the log, governor's GCRA spreads
-//! starts evenly at N/W with a short burst, so the account sees a steady stream instead of N
-//! requests in the first instant of every window.
+//! # The rule
+//! A quota "N per W" means that in *every* interval of length W, CertCentral sees at most N
+//! requests arrive. A request may start as soon as every quota has room: fewer than N of the
+//! requests it counts are still inside the window. There is no smoothing: a window's whole
+//! allowance may be used at once, so a campaign takes no longer than the windows force.
+//!
+//! # The margin, and why it is all there is
+//! The server counts *arrival* times; we only know when we let a request go (admission) and
+//! when its answer came back (the end). Arrival lies between the two. So a request counts in a
+//! window from its admission until `W + margin` after its **end**, not after its admission:
+//! - A later request arrives no earlier than its own admission. An earlier request arrived no
+//!   later than its end. Counting the earlier one until `end + W` therefore keeps every pair of
+//!   arrivals that are N requests apart at least W apart on the server, however long the
+//!   earlier request took to connect, queue or arrive. This is the whole allowance for the gap
+//!   between admission and arrival, and it costs one request's round trip per window, not a
+//!   guessed constant. A [`Permit`] is held for as long as its request may still arrive: drop
+//!   it when the answer (or the failure) is in.
+//! - `margin` = 1 ms + W / 10,000 covers the clocks. 1 ms is the granularity of the timer we
+//!   sleep on and of the journal's timestamps, and it keeps two arrivals exactly W apart out of
+//!   one window on a server that counts closed intervals at millisecond resolution (a server
+//!   that truncates to whole seconds needs nothing: `floor(b) - floor(a) >= W` when
+//!   `b - a >= W`). W / 10,000 (100 ppm) covers the server's clock running at another rate
+//!   than ours over the window: 0.5 ms at 5 s, 18 ms at 3 min.
+//!
+//! Until a request has ended, it holds its slot in every window; a request that waits for a
+//! slot held by a request still under way waits for that request's end.
+//!
+//! # Across processes
+//! [`Limiter::seed`] counts the requests a previous process (or another command) recorded in
+//! the journal, at the time each ended, so a run started right after another begins with the
+//! windows as the server sees them.
 
-use std::collections::VecDeque;
-use std::num::NonZeroU32;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Mutex as SyncMutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
 
-use governor::clock::Clock;
-use governor::middleware::NoOpMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::Quota;
 
-/// governor on tokio's clock, so paused-time tests drive it too.
-#[derive(Debug, Clone, Copy, Default)]
-struct TokioClock;
-
-impl Clock for TokioClock {
-    type Instant = std::time::Instant;
-
-    fn now(&self) -> Self::Instant {
-        Instant::now().into_std()
-    }
+/// How much longer than its window a request counts, after its end: clock granularity and the
+/// difference of clock rates (see the module documentation).
+pub fn margin(window: Duration) -> Duration {
+    Duration::from_millis(1) + window / 10_000
 }
 
-type Smoother =
-    governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
-
+/// One quota's window: when each ended request still inside it leaves.
 struct Window {
-    quota: Quota,
-    margin: Duration,
-    starts: VecDeque<Instant>,
-    smoother: Option<Smoother>,
+    limit: usize,
+    /// The window plus its margin.
+    span: Duration,
+    leaves_at: BinaryHeap<Reverse<Instant>>,
 }
 
 impl Window {
     fn new(quota: Quota) -> Self {
-        let margin = (quota.window / 100).max(Duration::from_millis(10));
-        let burst = (quota.limit / 5).max(1);
-        let smoother = NonZeroU32::new(burst).and_then(|burst| {
-            let period = quota.window.checked_div(quota.limit)?;
-            Some(governor::RateLimiter::direct_with_clock(
-                governor::Quota::with_period(period)?.allow_burst(burst),
-                TokioClock,
-            ))
-        });
         Self {
-            quota,
-            margin,
-            starts: VecDeque::with_capacity(quota.limit as usize),
-            smoother,
+            limit: usize::try_from(quota.limit).unwrap_or(usize::MAX),
+            span: quota.window + margin(quota.window),
+            leaves_at: BinaryHeap::new(),
         }
     }
 
-    /// When the log lets the next request start.
-    fn log_allows_at(&mut self, now: Instant) -> Instant {
-        let span = self.quota.window + self.margin;
-        while self
-            .starts
-            .front()
-            .is_some_and(|oldest| now.duration_since(*oldest) >= span)
-        {
-            self.starts.pop_front();
+    fn forget_left(&mut self, now: Instant) {
+        while self.leaves_at.peek().is_some_and(|Reverse(at)| *at <= now) {
+            self.leaves_at.pop();
         }
-        if self.starts.len() < self.quota.limit as usize {
-            now
-        } else {
-            self.starts.front().map_or(now, |oldest| *oldest + span)
+    }
+
+    /// When this window has room for one more, with `open` requests not ended yet: now, at a
+    /// known instant, or only once one of the open ones has ended (`None`).
+    fn room_at(&self, open: usize, now: Instant) -> Option<Instant> {
+        let inside = open + self.leaves_at.len();
+        if inside < self.limit {
+            return Some(now);
+        }
+        if open >= self.limit {
+            return None;
+        }
+        // The (inside - limit + 1)-th earliest to leave makes room; usually the first.
+        let nth = inside - self.limit;
+        if nth == 0 {
+            return self.leaves_at.peek().map(|Reverse(at)| *at);
+        }
+        let mut times: Vec<Instant> = self.leaves_at.iter().map(|Reverse(at)| *at).collect();
+        let (_, at, _) = times.select_nth_unstable(nth);
+        Some(*at)
+    }
+}
+
+/// What stands between the next request and its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Time alone: it may start at this instant.
+    Until(Instant),
+    /// A request under way must end first (then its slot frees one window later).
+    ForAnEnd,
+}
+
+struct State {
+    windows: Vec<Window>,
+    /// Admitted requests whose permit is still held: they count in every window.
+    open: usize,
+    paused_until: Option<Instant>,
+    /// What the acquirer at the head of the queue waits for, if it waits.
+    head_waits: Option<Wait>,
+}
+
+impl State {
+    fn wait(&mut self, now: Instant) -> Option<Wait> {
+        let mut until = self.paused_until.filter(|at| *at > now);
+        for window in &mut self.windows {
+            window.forget_left(now);
+            match window.room_at(self.open, now) {
+                None => return Some(Wait::ForAnEnd),
+                Some(at) if at > now => until = Some(until.map_or(at, |u| u.max(at))),
+                Some(_) => {}
+            }
+        }
+        until.map(Wait::Until)
+    }
+
+    fn end_one(&mut self, now: Instant) {
+        self.open = self.open.saturating_sub(1);
+        for window in &mut self.windows {
+            window.leaves_at.push(Reverse(now + window.span));
         }
     }
 }
 
-/// Shared by every worker of a run, and by the reconciliation lookups.
+/// Shared by every worker of a run, the reconciliation lookups, and every other request a
+/// command makes.
 pub struct Limiter {
-    windows: tokio::sync::Mutex<Vec<Window>>,
-    paused_until: SyncMutex<Option<Instant>>,
+    state: SyncMutex<State>,
+    /// Acquirers take turns in arrival order; only the head one looks at the windows.
+    queue: tokio::sync::Mutex<()>,
+    /// Signalled when a request ends (its slot's release time becomes known) or on a pause.
+    changed: Notify,
+    seeded: AtomicBool,
+    quotas: Vec<Quota>,
+}
+
+/// Leave to start one request, counted in every quota. Hold it until the request has ended
+/// (answer or failure): the request counts in each window until one window after that.
+#[must_use = "hold the permit until the request has ended; dropping it at once ends the request"]
+pub struct Permit<'a> {
+    limiter: &'a Limiter,
+    admitted_at: SystemTime,
+    ended: bool,
+}
+
+/// When a request was admitted and when it ended, on the wall clock, for the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub admitted_at: SystemTime,
+    pub ended_at: SystemTime,
+}
+
+impl Permit<'_> {
+    /// The request has ended: its slots start to count down.
+    pub fn end(mut self) -> Timing {
+        self.ended = true;
+        self.limiter.end_one();
+        Timing {
+            admitted_at: self.admitted_at,
+            ended_at: SystemTime::now(),
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.limiter.end_one();
+        }
+    }
+}
+
+/// Clears what the head of the queue waits for when it leaves the queue, admitted or not (an
+/// acquire abandoned by a stopping run).
+struct HeadOfQueue<'a>(&'a Limiter);
+
+impl Drop for HeadOfQueue<'_> {
+    fn drop(&mut self) {
+        self.0.lock().head_waits = None;
+    }
 }
 
 impl Limiter {
     pub fn new(quotas: &[Quota]) -> Self {
         Self {
-            windows: tokio::sync::Mutex::new(quotas.iter().copied().map(Window::new).collect()),
-            paused_until: SyncMutex::new(None),
+            state: SyncMutex::new(State {
+                windows: quotas.iter().copied().map(Window::new).collect(),
+                open: 0,
+                paused_until: None,
+                head_waits: None,
+            }),
+            queue: tokio::sync::Mutex::new(()),
+            changed: Notify::new(),
+            seeded: AtomicBool::new(false),
+            quotas: quotas.to_vec(),
         }
     }
 
-    /// Waits until a request may start now, and counts it.
-    pub async fn acquire(&self) {
+    pub fn quotas(&self) -> &[Quota] {
+        &self.quotas
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until a request may start now, and counts it in every quota.
+    pub async fn acquire(&self) -> Permit<'_> {
         // One waiter at a time, in arrival order; the others queue on the mutex.
-        let mut windows = self.windows.lock().await;
+        let _turn = self.queue.lock().await;
+        let _head = HeadOfQueue(self);
         loop {
-            let now = Instant::now();
-            if let Some(until) = self.paused_until().filter(|until| *until > now) {
-                tokio::time::sleep_until(until).await;
-                continue;
+            // Created before looking, so an end between the look and the wait is not missed.
+            let changed = self.changed.notified();
+            let wait = {
+                let mut state = self.lock();
+                let now = Instant::now();
+                let wait = state.wait(now);
+                state.head_waits = wait;
+                if wait.is_none() {
+                    state.open += 1;
+                    return Permit {
+                        limiter: self,
+                        admitted_at: SystemTime::now(),
+                        ended: false,
+                    };
+                }
+                wait
+            };
+            match wait {
+                Some(Wait::Until(at)) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = changed => {}
+                    }
+                }
+                _ => changed.await,
             }
-            let ready_at = windows
-                .iter_mut()
-                .map(|window| window.log_allows_at(now))
-                .max()
-                .unwrap_or(now);
-            if ready_at > now {
-                tokio::time::sleep_until(ready_at).await;
-                continue;
-            }
-            let smoothed_wait = windows
-                .iter()
-                .filter_map(|window| window.smoother.as_ref())
-                .filter_map(|smoother| smoother.check().err())
-                .map(|not_until| not_until.wait_time_from(TokioClock.now()))
-                .max();
-            if let Some(wait) = smoothed_wait {
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            for window in windows.iter_mut() {
-                window.starts.push_back(now);
-            }
+        }
+    }
+
+    fn end_one(&self) {
+        self.lock().end_one(Instant::now());
+        self.changed.notify_waiters();
+    }
+
+    /// The longest quota window plus its margin: how far back the journal matters.
+    pub fn longest_window(&self) -> Option<Duration> {
+        self.lock().windows.iter().map(|w| w.span).max()
+    }
+
+    /// Counts requests that ended `ended_ago` (any order) before now, recorded by an earlier
+    /// process or command, so that the windows start as the server sees them. Only the first
+    /// call counts: after it, the journal also holds what this limiter admitted itself.
+    pub fn seed(&self, ended_ago: &[Duration]) {
+        if self.seeded.swap(true, Ordering::SeqCst) {
             return;
         }
-    }
-
-    /// The longest quota window, the span of history that matters.
-    pub fn longest_window(&self) -> Option<Duration> {
-        self.windows
-            .try_lock()
-            .ok()
-            .and_then(|windows| windows.iter().map(|w| w.quota.window + w.margin).max())
-    }
-
-    /// Counts requests an earlier process made, `ages` ago (any order), so a resume right after
-    /// a stop does not start with empty windows.
-    pub async fn seed(&self, ages: &[Duration]) {
         let now = Instant::now();
-        let mut starts: Vec<Instant> = ages
-            .iter()
-            .filter_map(|age| now.checked_sub(*age))
-            .collect();
-        starts.sort();
-        let mut windows = self.windows.lock().await;
-        for window in windows.iter_mut() {
-            let span = window.quota.window + window.margin;
-            for start in &starts {
-                if now.duration_since(*start) < span {
-                    window.starts.push_back(*start);
+        let mut state = self.lock();
+        for ago in ended_ago {
+            let Some(ended) = now.checked_sub(*ago) else {
+                continue;
+            };
+            for window in &mut state.windows {
+                let leaves = ended + window.span;
+                if leaves > now {
+                    window.leaves_at.push(Reverse(leaves));
                 }
             }
-            while window.starts.len() > window.quota.limit as usize {
-                window.starts.pop_front();
-            }
-            // Keep the log in order with what is already there.
-            window.starts.make_contiguous().sort();
         }
     }
 
     /// Every acquirer waits at least `wait` from now (a 429 or 503 was answered).
     pub fn pause_for(&self, wait: Duration) {
         let until = Instant::now() + wait;
-        let mut paused = self
-            .paused_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if paused.is_none_or(|current| current < until) {
-            *paused = Some(until);
+        {
+            let mut state = self.lock();
+            if state.paused_until.is_none_or(|current| current < until) {
+                state.paused_until = Some(until);
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// When the next request could start if nothing but time passed: `Some` only while an
+    /// acquirer waits for the windows (or a pause) and no admitted request is still under way.
+    /// For a driver of virtual time (the benchmark's paused-clock campaign).
+    pub fn idle_until(&self) -> Option<Instant> {
+        let state = self.lock();
+        match state.head_waits {
+            Some(Wait::Until(at)) if state.open == 0 => Some(at),
+            _ => None,
         }
     }
 
-    fn paused_until(&self) -> Option<Instant> {
-        *self
+    /// How long from now until the last of `count` more requests can start, at the quotas and
+    /// with the windows as they are: the fastest schedule, if every request ended as it started.
+    pub fn fastest_finish(&self, count: u64) -> Duration {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let not_before = state
             .paused_until
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .map_or(Duration::ZERO, |at| at.saturating_duration_since(now));
+        let open = state.open;
+        let windows: Vec<WindowNow> = state
+            .windows
+            .iter_mut()
+            .map(|window| {
+                window.forget_left(now);
+                let mut leaves: Vec<Duration> = window
+                    .leaves_at
+                    .iter()
+                    .map(|Reverse(at)| at.saturating_duration_since(now))
+                    .collect();
+                // A request under way is taken to end now.
+                leaves.extend(std::iter::repeat_n(window.span, open));
+                leaves.sort_unstable();
+                WindowNow {
+                    limit: window.limit,
+                    span: window.span,
+                    leaves,
+                }
+            })
+            .collect();
+        fastest_schedule(&windows, not_before, count)
     }
+}
+
+/// One window as the schedule sees it: its limit, its span (window and margin), and when each
+/// request inside it leaves, from now, in order.
+#[derive(Debug, Clone)]
+pub struct WindowNow {
+    pub limit: usize,
+    pub span: Duration,
+    pub leaves: Vec<Duration>,
+}
+
+impl WindowNow {
+    /// An empty window for `quota`, with the limiter's margin.
+    pub fn empty(quota: Quota) -> Self {
+        Self {
+            limit: usize::try_from(quota.limit).unwrap_or(usize::MAX),
+            span: quota.window + margin(quota.window),
+            leaves: Vec::new(),
+        }
+    }
+}
+
+/// The fastest schedule the windows allow: when (from now) the last of `count` requests can
+/// start, if each starts as soon as every window has room, none before `not_before`, and each
+/// ends as it starts. Greedy is optimal here: starting a request later never lets a later one
+/// start sooner. Time is O(count × windows).
+pub fn fastest_schedule(windows: &[WindowNow], not_before: Duration, count: u64) -> Duration {
+    if count == 0 {
+        return Duration::ZERO;
+    }
+    // Per window, the leave times of the last `limit` requests (inside now, then scheduled),
+    // as a ring: the next request waits for the oldest of them.
+    let mut rings: Vec<(std::collections::VecDeque<Duration>, usize, Duration)> = windows
+        .iter()
+        .filter(|w| w.limit > 0)
+        .map(|w| {
+            let skip = w.leaves.len().saturating_sub(w.limit);
+            (w.leaves[skip..].iter().copied().collect(), w.limit, w.span)
+        })
+        .collect();
+    let mut at = not_before;
+    for _ in 0..count {
+        for (ring, limit, _) in &rings {
+            if ring.len() >= *limit
+                && let Some(oldest) = ring.front()
+            {
+                at = at.max(*oldest);
+            }
+        }
+        for (ring, limit, span) in &mut rings {
+            if ring.len() >= *limit {
+                ring.pop_front();
+            }
+            ring.push_back(at + *span);
+        }
+    }
+    at
+}
+
+/// The fastest schedule for `count` requests at `quotas` with empty windows.
+pub fn fastest_span(quotas: &[Quota], count: u64) -> Duration {
+    let windows: Vec<WindowNow> = quotas.iter().copied().map(WindowNow::empty).collect();
+    fastest_schedule(&windows, Duration::ZERO, count)
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-
-    /// Acquires `total` permits from `tasks` concurrent tasks; returns the sorted start times.
-    async fn admitted(limiter: Arc<Limiter>, tasks: usize, total: usize) -> Vec<Instant> {
-        let starts = Arc::new(SyncMutex::new(Vec::new()));
-        let mut handles = Vec::new();
-        for task in 0..tasks {
-            let limiter = limiter.clone();
-            let starts = starts.clone();
-            let share = total / tasks + usize::from(task < total % tasks);
-            handles.push(tokio::spawn(async move {
-                for _ in 0..share {
-                    limiter.acquire().await;
-                    starts.lock().expect("lock").push(Instant::now());
-                }
-            }));
-        }
-        for handle in handles {
-            handle.await.expect("task");
-        }
-        let mut starts = starts.lock().expect("lock").clone();
-        starts.sort();
-        starts
-    }
-
-    fn most_in_any_window(starts: &[Instant], window: Duration) -> usize {
-        let mut most = 0;
-        let mut first = 0;
-        for (last, at) in starts.iter().enumerate() {
-            while at.duration_since(starts[first]) >= window {
-                first += 1;
-            }
-            most = most.max(last - first + 1);
-        }
-        most
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn no_rolling_window_ever_holds_more_than_its_quota() {
-        let quotas = [
-            Quota {
-                limit: 30,
-                window: Duration::from_secs(1),
-            },
-            Quota {
-                limit: 100,
-                window: Duration::from_secs(5),
-            },
-        ];
-        let started = Instant::now();
-        let starts = admitted(Arc::new(Limiter::new(&quotas)), 8, 400).await;
-        for quota in quotas {
-            assert!(
-                most_in_any_window(&starts, quota.window) <= quota.limit as usize,
-                "{quota} exceeded"
-            );
-        }
-        // 400 at 100/5s needs just under 20 s; the limiter must not be much slower than that.
-        let elapsed = starts.last().expect("some").duration_since(started);
-        assert!(elapsed < Duration::from_secs(21), "took {elapsed:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_pause_holds_every_acquirer() {
-        let limiter = Arc::new(Limiter::new(&[]));
-        let started = Instant::now();
-        limiter.pause_for(Duration::from_secs(3));
-        let starts = admitted(limiter.clone(), 4, 8).await;
-        assert!(starts[0].duration_since(started) >= Duration::from_secs(3));
-        limiter.pause_for(Duration::from_secs(1));
-        limiter.pause_for(Duration::from_millis(10));
-        let again = Instant::now();
-        limiter.acquire().await;
-        assert!(Instant::now().duration_since(again) >= Duration::from_secs(1));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn requests_of_an_earlier_process_count_against_the_window() {
-        let quota = Quota {
-            limit: 10,
-            window: Duration::from_secs(10),
-        };
-        let limiter = Limiter::new(&[quota]);
-        // Ten requests two seconds ago: the next may start only once they leave the window.
-        limiter.seed(&[Duration::from_secs(2); 10]).await;
-        let started = Instant::now();
-        limiter.acquire().await;
-        let waited = Instant::now().duration_since(started);
-        assert!(waited >= Duration::from_secs(8), "waited only {waited:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn unlimited_admits_at_once() {
-        let started = Instant::now();
-        let starts = admitted(Arc::new(Limiter::new(&[])), 4, 1000).await;
-        assert_eq!(starts.len(), 1000);
-        assert_eq!(
-            starts.last().expect("some").duration_since(started),
-            Duration::ZERO
-        );
-    }
-}
+mod tests;

@@ -13,7 +13,8 @@ use tokio::time::Instant;
 use backon::BackoffBuilder;
 
 use crate::api::{ApiError, Disposition};
-use crate::limiter::Limiter;
+use crate::journal::SentRequest;
+use crate::limiter::{Limiter, Timing};
 
 /// How long a read goes on failing before it gives up, unless told otherwise (the runner's
 /// `--give-up-after` default).
@@ -31,6 +32,9 @@ pub enum ReadError {
     /// Another 4xx: asking again would get the same answer.
     #[error("CertCentral refused the request")]
     Rejected(#[source] ApiError),
+    /// The server's certificate is not trusted: not an outage, and asking again cannot help.
+    #[error("CertCentral's server certificate is not trusted")]
+    Untrusted(#[source] ApiError),
     /// Errors, lost connections or throttling every time, for longer than the read was to wait.
     #[error("no answer after {tries} tries in {}", crate::config::format_duration(*waited))]
     GaveUp {
@@ -48,7 +52,9 @@ impl ReadError {
     /// The HTTP status of the answer that ended the read, if there was one.
     pub fn http_status(&self) -> Option<u16> {
         match self {
-            ReadError::Credentials(err) | ReadError::Rejected(err) => err.http_status(),
+            ReadError::Credentials(err) | ReadError::Rejected(err) | ReadError::Untrusted(err) => {
+                err.http_status()
+            }
             ReadError::GaveUp { last, .. } => last.http_status(),
         }
     }
@@ -60,8 +66,26 @@ pub struct Attempt {
     /// When it started, for the journal's record of requests.
     pub started_at: time::OffsetDateTime,
     pub duration: Duration,
+    /// When the limiter let it go and when it ended, on the wall clock.
+    pub timing: Timing,
     /// The answer's status; `None` when no answer came.
     pub http_status: Option<u16>,
+    /// How it went, in words, for the journal.
+    pub outcome: String,
+}
+
+impl Attempt {
+    /// The journal's record of this request (it seeds the next command's rate windows).
+    pub fn sent(&self, kind: &'static str) -> SentRequest {
+        SentRequest {
+            kind,
+            order_id: None,
+            started_at: self.timing.admitted_at,
+            finished_at: self.timing.ended_at,
+            http_status: self.http_status,
+            outcome: self.outcome.clone(),
+        }
+    }
 }
 
 /// Calls `call` until it gives an answer to use (see the module header); every request it
@@ -89,17 +113,22 @@ where
     let mut pauses = 0;
     loop {
         tries += 1;
-        limiter.acquire().await;
+        // Held until the answer is in: the request counts in the windows from then on.
+        let permit = limiter.acquire().await;
         let started_at = time::OffsetDateTime::now_utc();
         let started = Instant::now();
         let result = call().await;
+        let timing = permit.end();
+        let (http_status, outcome) = match &result {
+            Ok(_) => (Some(200), "ok".to_owned()),
+            Err(err) => (err.http_status(), err.to_string()),
+        };
         attempts.push(Attempt {
             started_at,
             duration: started.elapsed(),
-            http_status: match &result {
-                Ok(_) => Some(200),
-                Err(err) => err.http_status(),
-            },
+            timing,
+            http_status,
+            outcome,
         });
         let err = match result {
             Ok(value) => {
@@ -119,6 +148,7 @@ where
         match disposition {
             Disposition::StopCredentials => return Err(ReadError::Credentials(err)),
             Disposition::Fail => return Err(ReadError::Rejected(err)),
+            Disposition::StopUntrusted => return Err(ReadError::Untrusted(err)),
             Disposition::Pause(_) | Disposition::Unreachable | Disposition::Reconcile => {}
         }
         let waited = first_failure.get_or_insert_with(Instant::now).elapsed();

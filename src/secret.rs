@@ -16,6 +16,17 @@ impl ApiKey {
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Whether `text` holds the key: how a child's environment is scrubbed of it.
+    pub fn is_in(&self, text: &[u8]) -> bool {
+        let key = self.0.as_bytes();
+        text.windows(key.len()).any(|window| window == key)
+    }
+
+    /// `text` with every occurrence of the key replaced by `<redacted>`.
+    pub fn redact(&self, text: &str) -> String {
+        text.replace(&self.0, "<redacted>")
+    }
 }
 
 impl fmt::Debug for ApiKey {
@@ -39,6 +50,13 @@ mod tests {
         let key = ApiKey::new("  s3cr3t-key\n").expect("non-empty key");
         assert_eq!(key.expose(), "s3cr3t-key");
         assert!(!format!("{key:?} {key}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn the_key_is_found_in_text_and_redacted_from_it() {
+        let key = ApiKey::new("k3y").expect("non-empty key");
+        assert!(key.is_in(b"k3y") && key.is_in(b"x=k3y;") && !key.is_in(b"k3"));
+        assert_eq!(key.redact("a k3y and k3y"), "a <redacted> and <redacted>");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The CertCentral client: one method per endpoint, and the one place where an answer (or its
 //! absence) is classified. Knows no SQL and no retry policy.
 
+mod tls;
 mod wire;
 
 use std::time::{Duration, SystemTime};
@@ -8,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 use reqwest::{Method, StatusCode};
 
+pub use tls::{Refusal, Trust, TrustError, UntrustedServer};
 pub use wire::{
     AccountInfo, DcvCheck, DcvToken, ListedCertificate, ListedOrder, ListedProduct, NameValidation,
     Named, OrderInfo, OrderPage, PageInfo, ReissueEntry, RequestInfo, RequestPage, ServiceError,
@@ -33,6 +35,9 @@ pub enum Disposition {
     Fail,
     /// The key is wrong or lacks permission: stop everything.
     StopCredentials,
+    /// The server's certificate is not trusted: stop everything. The request never left (the
+    /// TLS handshake failed before it), and waiting will not make the certificate trusted.
+    StopUntrusted,
 }
 
 /// What an error says about CertCentral as a whole, apart from the order it concerned: how the
@@ -62,6 +67,9 @@ pub enum ApiError {
     /// proxy tunnel, TLS handshake); the request never left.
     #[error("cannot connect to CertCentral")]
     NotSent(#[source] reqwest::Error),
+    /// The server's certificate was refused during the TLS handshake; the request never left.
+    #[error("{0}")]
+    Untrusted(Box<UntrustedServer>),
     /// The request may have been received, but no answer came.
     #[error("{}", if *timed_out { "no answer before the timeout" } else { "connection lost before the answer" })]
     NoAnswer {
@@ -104,6 +112,7 @@ impl ApiError {
                 _ => Disposition::Fail,
             },
             ApiError::NotSent(_) => Disposition::Unreachable,
+            ApiError::Untrusted(_) => Disposition::StopUntrusted,
             ApiError::NoAnswer { .. } | ApiError::Decode(_) => Disposition::Reconcile,
             ApiError::Setup(_) => Disposition::Fail,
         }
@@ -124,7 +133,9 @@ impl ApiError {
                 500..=599 => Reach::Failed,
                 _ => Reach::Answered,
             },
-            ApiError::NotSent(_) => Reach::Unreachable,
+            // The handshake failed, so nothing reached CertCentral; but it is not an outage
+            // (the disposition stops everything), and the runner keeps it from its breaker.
+            ApiError::NotSent(_) | ApiError::Untrusted(_) => Reach::Unreachable,
             ApiError::NoAnswer { .. } => Reach::Failed,
             ApiError::Decode(_) | ApiError::Setup(_) => Reach::Answered,
         }
@@ -206,6 +217,16 @@ pub struct Reissued {
     pub dcv_random_value: Option<String>,
 }
 
+/// How the client reaches CertCentral: whom it trusts, and whether proxies apply.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// The CA certificates server certificates are checked against.
+    pub trust: Trust,
+    /// Connect directly, ignoring `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY`: for the built-in
+    /// simulator on loopback, which no proxy should see.
+    pub direct: bool,
+}
+
 /// A client for one account.
 #[derive(Clone)]
 pub struct Client {
@@ -219,6 +240,7 @@ impl Client {
         key: &ApiKey,
         timeout: Duration,
         connections: usize,
+        network: &Network,
     ) -> Result<Self, ApiError> {
         let mut key_header = HeaderValue::from_str(key.expose()).map_err(|_| ApiError::Status {
             status: 0,
@@ -237,7 +259,13 @@ impl Client {
             USER_AGENT,
             HeaderValue::from_static(concat!("reissuer/", env!("CARGO_PKG_VERSION"))),
         );
-        let http = reqwest::Client::builder()
+        // Proxies come from HTTPS_PROXY/HTTP_PROXY/ALL_PROXY and NO_PROXY (reqwest's default).
+        let mut builder = reqwest::Client::builder();
+        if network.direct {
+            builder = builder.no_proxy();
+        }
+        let http = builder
+            .use_preconfigured_tls(network.trust.client_config())
             .default_headers(headers)
             .timeout(timeout)
             // Shorter than the whole request's timeout, so that a connection that cannot be
@@ -428,6 +456,10 @@ impl Client {
 /// wait out: it must be told apart before the `is_connect()` test, as its own error, so that it
 /// never reaches the runner as `NotSent`.
 fn transport_error(err: reqwest::Error) -> ApiError {
+    // Checked first: a refused certificate is also a connect error, but no retry can fix it.
+    if let Some(untrusted) = tls::untrusted_server(&err) {
+        return ApiError::Untrusted(Box::new(untrusted));
+    }
     if err.is_connect() {
         ApiError::NotSent(err)
     } else {
@@ -496,7 +528,11 @@ mod tests {
 
     fn client_for(base_url: &str) -> Client {
         let key = ApiKey::new("k").expect("a key");
-        Client::new(base_url, &key, Duration::from_secs(5), 1).expect("a client")
+        let network = Network {
+            trust: Trust::load(None).expect("the system store loads"),
+            direct: true,
+        };
+        Client::new(base_url, &key, Duration::from_secs(5), 1, &network).expect("a client")
     }
 
     #[tokio::test]
@@ -562,6 +598,22 @@ mod tests {
         assert_eq!(err.disposition(), Disposition::Reconcile);
         assert_eq!(err.reach(), Reach::Failed);
         server.await.expect("server task");
+    }
+
+    #[test]
+    fn an_untrusted_server_certificate_stops_everything() {
+        let err = ApiError::Untrusted(Box::new(UntrustedServer {
+            host: "www.digicert.com".into(),
+            refusal: Refusal::UnknownIssuer,
+            reason: "invalid peer certificate: UnknownIssuer".into(),
+            subject: None,
+            issuer: Some("CN=Example Corp Inspection CA".into()),
+            chain_issuer: None,
+            not_after: None,
+            trusted: Vec::new(),
+        }));
+        assert_eq!(err.disposition(), Disposition::StopUntrusted);
+        assert!(err.messages().contains("CN=Example Corp Inspection CA"));
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! `collect`: waits for a run's reissues to be issued, downloads each certificate, checks that
 //! its leaf carries the public key of the CSR that was sent, and writes `DIR/<order_id>.pem`.
 //!
-//! Polling goes through the limiter with a growing interval: the first round asks each order's
-//! reissue list; later rounds ask the status-changes list once and look only at orders it
-//! names. A certificate already on disk (a collect killed after writing it) is recognised by its
-//! key and recorded, not downloaded again.
+//! Polling goes through the limiter with a growing interval, and every request is recorded in
+//! the journal: the first round asks each order's reissue list; later rounds ask the
+//! status-changes list once and look only at orders it names. A certificate already on disk (a
+//! collect killed after writing it) is recognised by its key and recorded, not downloaded again.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiError, Client, Disposition};
-use crate::journal::{Collectable, Journal, JournalError};
+use crate::journal::{Collectable, Journal, JournalError, SentRequest};
 use crate::limiter::Limiter;
 use crate::runner::reconcile::csr_body;
 
@@ -32,6 +32,9 @@ pub struct CollectOptions {
     /// How long to wait for reissues to be issued; zero looks once.
     pub wait: Duration,
     pub concurrency: usize,
+    /// Told the item id of each certificate once it is written and recorded (the deploy hooks
+    /// listen here).
+    pub written: Option<tokio::sync::mpsc::UnboundedSender<i64>>,
 }
 
 /// What a collect achieved.
@@ -53,6 +56,9 @@ pub enum CollectError {
     /// CertCentral refused the key.
     #[error("CertCentral refused the credentials")]
     Credentials,
+    /// The server's certificate is not trusted (an [`ApiError::Untrusted`]).
+    #[error("cannot reach CertCentral")]
+    Untrusted(#[source] ApiError),
     /// The output directory cannot be made.
     #[error("cannot create {path}")]
     OutDir {
@@ -76,6 +82,8 @@ enum Step {
     /// A transient failure: try again next round.
     Again(String),
     Credentials,
+    /// An [`ApiError::Untrusted`]: stop.
+    Untrusted(ApiError),
 }
 
 pub async fn collect(
@@ -108,7 +116,7 @@ pub async fn collect(
             .collect();
         summary.waiting.clear();
         let this_round = Instant::now();
-        for (item, step) in run_steps(to_check, client, limiter, options, cancel).await {
+        for (item, step) in run_steps(to_check, journal, client, limiter, options, cancel).await? {
             match step {
                 Step::Written(path, certificate_id) => {
                     if let Some(id) = certificate_id {
@@ -117,6 +125,10 @@ pub async fn collect(
                     journal
                         .record_download(item.id, &path.display().to_string())
                         .await?;
+                    if let Some(written) = &options.written {
+                        // A closed channel means no hooks are listening any more.
+                        let _ = written.send(item.id);
+                    }
                     summary.downloaded.push((item.order_id, path));
                 }
                 Step::Waiting(status, certificate_id) => {
@@ -130,6 +142,7 @@ pub async fn collect(
                 }
                 Step::Again(why) => tracing::warn!("order {}: {why}; tried again", item.order_id),
                 Step::Credentials => return Err(CollectError::Credentials),
+                Step::Untrusted(server) => return Err(CollectError::Untrusted(server)),
             }
         }
         let remaining = journal.collectable(run_id).await?;
@@ -140,7 +153,7 @@ pub async fn collect(
         if open.is_empty() || Instant::now() >= deadline || cancel.is_cancelled() {
             summary.interrupted = cancel.is_cancelled();
             for item in open {
-                let status = waiting_status(item, client, limiter).await;
+                let status = waiting_status(item, journal, client, limiter).await?;
                 if let Some(status) = &status {
                     journal.record_issue(item.id, status, None).await?;
                 }
@@ -164,8 +177,12 @@ pub async fn collect(
         // Which orders changed since the last round began: one call instead of one per order.
         let minutes = round_started.elapsed().as_secs() / 60 + 1;
         round_started = this_round;
-        limiter.acquire().await;
-        changed = match client.status_changes(minutes).await {
+        let permit = limiter.acquire().await;
+        let result = client.status_changes(minutes).await;
+        journal
+            .record_request(&super::sent("status_changes", None, permit.end(), &result))
+            .await?;
+        changed = match result {
             Ok(changes) => Some(
                 changes
                     .iter()
@@ -175,19 +192,24 @@ pub async fn collect(
             Err(err) if err.disposition() == Disposition::StopCredentials => {
                 return Err(CollectError::Credentials);
             }
+            Err(err) if err.disposition() == Disposition::StopUntrusted => {
+                return Err(CollectError::Untrusted(err));
+            }
             // Without the list, every order is asked directly.
             Err(_) => None,
         };
     }
 }
 
+/// Runs the items' steps, `concurrency` at a time; each request is recorded as its step ends.
 async fn run_steps(
     items: Vec<Collectable>,
+    journal: &Journal,
     client: &Client,
     limiter: &Arc<Limiter>,
     options: &CollectOptions,
     cancel: &CancellationToken,
-) -> Vec<(Collectable, Step)> {
+) -> Result<Vec<(Collectable, Step)>, JournalError> {
     let mut tasks = JoinSet::new();
     let mut queue = items.into_iter();
     let mut done = Vec::new();
@@ -198,19 +220,32 @@ async fn run_steps(
             let limiter = limiter.clone();
             let out = options.out.clone();
             tasks.spawn(async move {
-                let step = step(&item, &client, &limiter, &out).await;
-                (item, step)
+                let mut sent = Vec::new();
+                let step = step(&item, &client, &limiter, &out, &mut sent).await;
+                (item, step, sent)
             });
         }
         match tasks.join_next().await {
-            Some(Ok(result)) => done.push(result),
+            Some(Ok((item, step, sent))) => {
+                for request in &sent {
+                    journal.record_request(request).await?;
+                }
+                done.push((item, step));
+            }
             Some(Err(_)) => {}
-            None => return done,
+            None => return Ok(done),
         }
     }
 }
 
-async fn step(item: &Collectable, client: &Client, limiter: &Limiter, out: &Path) -> Step {
+/// One item's way to its certificate; the requests it made go to `sent`.
+async fn step(
+    item: &Collectable,
+    client: &Client,
+    limiter: &Limiter,
+    out: &Path,
+    sent: &mut Vec<SentRequest>,
+) -> Step {
     let Some(csr) = serde_json::from_str::<serde_json::Value>(&item.payload)
         .ok()
         .and_then(|body| body["certificate"]["csr"].as_str().map(str::to_owned))
@@ -234,10 +269,17 @@ async fn step(item: &Collectable, client: &Client, limiter: &Limiter, out: &Path
     {
         Some(id) => id,
         None => {
-            limiter.acquire().await;
-            let entries = match client.reissue_list(item.order_id).await {
+            let permit = limiter.acquire().await;
+            let result = client.reissue_list(item.order_id).await;
+            sent.push(super::sent(
+                "reissue_list",
+                Some(item.order_id),
+                permit.end(),
+                &result,
+            ));
+            let entries = match result {
                 Ok(entries) => entries,
-                Err(err) => return failed(&err, limiter),
+                Err(err) => return failed(err, limiter),
             };
             let wanted = csr_body(&csr);
             let Some(entry) = entries
@@ -254,10 +296,17 @@ async fn step(item: &Collectable, client: &Client, limiter: &Limiter, out: &Path
             }
         }
     };
-    limiter.acquire().await;
-    let pem = match client.download_pem(certificate_id).await {
+    let permit = limiter.acquire().await;
+    let result = client.download_pem(certificate_id).await;
+    sent.push(super::sent(
+        "download",
+        Some(item.order_id),
+        permit.end(),
+        &result,
+    ));
+    let pem = match result {
         Ok(pem) => pem,
-        Err(err) => return failed(&err, limiter),
+        Err(err) => return failed(err, limiter),
     };
     match leaf_key(&pem) {
         Some(key) if key == csr_info.public_key_der => match write_pem(&path, &pem) {
@@ -273,8 +322,9 @@ async fn step(item: &Collectable, client: &Client, limiter: &Limiter, out: &Path
     }
 }
 
-fn failed(err: &ApiError, limiter: &Limiter) -> Step {
+fn failed(err: ApiError, limiter: &Limiter) -> Step {
     match err.disposition() {
+        Disposition::StopUntrusted => Step::Untrusted(err),
         Disposition::StopCredentials => Step::Credentials,
         Disposition::Pause(wait) => {
             // Throttled: every request of this collect waits, as the runner's do.
@@ -286,10 +336,26 @@ fn failed(err: &ApiError, limiter: &Limiter) -> Step {
 }
 
 /// CertCentral's word on an order that is not issued (`needs_approval`, `reissue_pending`).
-async fn waiting_status(item: &Collectable, client: &Client, limiter: &Limiter) -> Option<String> {
-    limiter.acquire().await;
-    let info = client.order_info(item.order_id).await.ok()?;
-    (!info.status.is_empty()).then_some(info.status)
+async fn waiting_status(
+    item: &Collectable,
+    journal: &Journal,
+    client: &Client,
+    limiter: &Limiter,
+) -> Result<Option<String>, JournalError> {
+    let permit = limiter.acquire().await;
+    let result = client.order_info(item.order_id).await;
+    journal
+        .record_request(&super::sent(
+            "order_info",
+            Some(item.order_id),
+            permit.end(),
+            &result,
+        ))
+        .await?;
+    Ok(result
+        .ok()
+        .map(|info| info.status)
+        .filter(|status| !status.is_empty()))
 }
 
 /// The SubjectPublicKeyInfo of the first certificate (the leaf) in a PEM text.

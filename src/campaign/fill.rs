@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::api::{ApiError, Client, Disposition, OrderInfo};
-use crate::journal::{Journal, JournalError, OrderFacts};
+use crate::journal::{Journal, JournalError, OrderFacts, SentRequest};
 use crate::limiter::Limiter;
 
 /// Signature hashes the reissue page allows.
@@ -22,6 +22,14 @@ pub enum FillError {
     /// CertCentral refused the key; nothing more is asked.
     #[error("CertCentral refused the credentials while reading order {order_id}")]
     Credentials { order_id: u64 },
+    /// The server's certificate is not trusted (an [`ApiError::Untrusted`]); nothing more is
+    /// asked.
+    #[error("cannot read order {order_id}")]
+    Untrusted {
+        order_id: u64,
+        #[source]
+        source: ApiError,
+    },
     /// The journal failed.
     #[error("journal failure while filling from orders")]
     Journal(#[from] JournalError),
@@ -133,8 +141,8 @@ pub fn check_filled(body: &Value, allow_cn_mismatch: bool) -> Vec<(&'static str,
 }
 
 /// Facts for every order in `order_ids`: from the journal when known, else from CertCentral
-/// (through the limiter, `concurrency` at a time), stored as they arrive. An order that cannot
-/// be read maps to its error text.
+/// (through the limiter, `concurrency` at a time), stored as they arrive, each request recorded.
+/// An order that cannot be read maps to its error text.
 pub async fn facts_for(
     order_ids: &[u64],
     client: &Client,
@@ -157,20 +165,15 @@ pub async fn facts_for(
     loop {
         while fetched.len() < concurrency.max(1) {
             let Some(order_id) = queue.next() else { break };
-            let client = client.clone();
-            let limiter = limiter.clone();
-            fetched.spawn(async move {
-                limiter.acquire().await;
-                let id = i64::try_from(order_id).unwrap_or(i64::MAX);
-                (order_id, client.order_info(id).await)
-            });
+            fetched.spawn(fetch(order_id, client.clone(), limiter.clone()));
         }
         let Some(joined) = fetched.join_next().await else {
             break;
         };
-        let Ok((order_id, result)) = joined else {
+        let Ok((order_id, result, sent)) = joined else {
             continue;
         };
+        journal.record_request(&sent).await?;
         match result {
             Ok(info) => {
                 let facts = facts_from(&info);
@@ -181,18 +184,19 @@ pub async fn facts_for(
                 fetched.abort_all();
                 return Err(FillError::Credentials { order_id });
             }
+            Err(err) if err.disposition() == Disposition::StopUntrusted => {
+                fetched.abort_all();
+                return Err(FillError::Untrusted {
+                    order_id,
+                    source: err,
+                });
+            }
             Err(err) if matches!(err.disposition(), Disposition::Pause(_)) => {
                 // Throttled: everyone waits, and this order is asked again.
                 if let Disposition::Pause(wait) = err.disposition() {
                     limiter.pause_for(wait.unwrap_or(Duration::from_secs(5)));
                 }
-                let client = client.clone();
-                let limiter = limiter.clone();
-                fetched.spawn(async move {
-                    limiter.acquire().await;
-                    let id = i64::try_from(order_id).unwrap_or(i64::MAX);
-                    (order_id, client.order_info(id).await)
-                });
+                fetched.spawn(fetch(order_id, client.clone(), limiter.clone()));
             }
             Err(err) => {
                 known.insert(order_id, Err(describe(&err)));
@@ -200,6 +204,19 @@ pub async fn facts_for(
         }
     }
     Ok(known)
+}
+
+/// One order's info, through the limiter, with the journal's record of the request.
+async fn fetch(
+    order_id: u64,
+    client: Client,
+    limiter: Arc<Limiter>,
+) -> (u64, Result<OrderInfo, ApiError>, SentRequest) {
+    let id = i64::try_from(order_id).unwrap_or(i64::MAX);
+    let permit = limiter.acquire().await;
+    let result = client.order_info(id).await;
+    let sent = super::sent("order_info", Some(id), permit.end(), &result);
+    (order_id, result, sent)
 }
 
 fn describe(err: &ApiError) -> String {

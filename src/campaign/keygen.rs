@@ -610,20 +610,25 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::manifest::{self, LoadOptions, Row};
+    use crate::manifest::{self, LoadOptions, Purpose, Row};
 
-    fn options() -> LoadOptions {
+    fn options_for(purpose: Purpose) -> LoadOptions {
         LoadOptions {
             defaults: Vec::new(),
             allow_cn_mismatch: true,
             today: time::macros::date!(2026 - 03 - 01),
             fill_from_order: false,
+            purpose,
         }
     }
 
     fn scan(path: &Path) -> Vec<Order> {
+        scan_for(path, Purpose::NewKey)
+    }
+
+    fn scan_for(path: &Path, purpose: Purpose) -> Vec<Order> {
         let mut orders = Vec::new();
-        manifest::scan(path, &options(), |row| {
+        manifest::scan(path, &options_for(purpose), |row| {
             match row {
                 Row::Valid(order) => orders.push(order),
                 Row::Invalid(invalid) => panic!("invalid row: {:#?}", invalid.errors),
@@ -834,7 +839,8 @@ mod tests {
         write_manifest_csv(&mut csv, orders.iter()).expect("writable");
         let path = dir.path().join(MANIFEST_NAME);
         fs::write(&path, &csv).expect("write manifest");
-        let again = scan(&path);
+        // Read back as `run` reads it: with the reissue's rules and the new CSRs.
+        let again = scan_for(&path, Purpose::Reissue);
         assert_eq!(again.len(), orders.len());
         let without_csr = |order: &Order| {
             let mut body = order.body.clone();

@@ -4,13 +4,18 @@ use std::ffi::OsStr;
 
 use super::ColorChoice;
 
-/// `auto` colours only a terminal, and not when `NO_COLOR` is set to anything but the empty
-/// string (no-color.org); `always` and `never` are the user's explicit word and win over both.
+/// `NO_COLOR` set to anything but the empty string (no-color.org) means no colour, whatever
+/// `--color` says: it is how a user, or a cron table, turns colour off for every program at
+/// once, and a `--color always` left in a script or alias must not undo it. Otherwise `auto`
+/// colours only a terminal, and `always` and `never` are the user's word.
 pub(crate) fn enabled(choice: ColorChoice, terminal: bool, no_color: Option<&OsStr>) -> bool {
+    if no_color.is_some_and(|value| !value.is_empty()) {
+        return false;
+    }
     match choice {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => terminal && no_color.is_none_or(OsStr::is_empty),
+        ColorChoice::Auto => terminal,
     }
 }
 
@@ -19,7 +24,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_colours_only_a_terminal_without_no_color() {
+    fn no_color_wins_over_every_choice_and_auto_colours_only_a_terminal() {
         let set = Some(OsStr::new("1"));
         let empty = Some(OsStr::new(""));
         let table = [
@@ -30,7 +35,11 @@ mod tests {
             (ColorChoice::Auto, false, set, false),
             (ColorChoice::Never, true, None, false),
             (ColorChoice::Always, false, None, true),
-            (ColorChoice::Always, true, set, true),
+            (ColorChoice::Always, true, set, false),
+            (ColorChoice::Always, false, set, false),
+            (ColorChoice::Always, true, empty, true),
+            (ColorChoice::Never, true, empty, false),
+            (ColorChoice::Never, false, set, false),
         ];
         for (choice, terminal, no_color, expected) in table {
             assert_eq!(

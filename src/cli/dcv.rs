@@ -64,6 +64,7 @@ async fn check(cli: &Cli, args: &DcvCheckArgs) -> anyhow::Result<Exit> {
     let journal = crate::journal::Journal::open(&cli.journal_path()).await?;
     let run = journal.run_or_newest(args.run_id).await?;
     let connection = send::Connection::new(&args.connection, Some(&run))?;
+    send::seed_limiter(&connection.limiter, &journal, connection.timeout).await?;
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(send::on_signals(cancel.clone()));
     let options = CheckOptions {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::Client;
+use crate::api::{Client, Network, Trust};
 use crate::config::Quota;
 use crate::exit::Exit;
 use crate::limiter::Limiter;
@@ -17,6 +17,8 @@ use super::send::Sender;
 use super::{Cli, ConnectionArgs, DemoArgs, ManifestArgs, RunArgs, SendArgs};
 
 const DEMO_KEY: &str = "demo-key-not-a-secret";
+/// What a real hook would do (copy the files into place, reload the server), only said.
+const DEMO_HOOK: &str = "echo \"would install $REISSUER_CERT_FILE${REISSUER_KEY_FILE:+ with $REISSUER_KEY_FILE} for $REISSUER_DNS_NAMES and reload nginx\"";
 
 pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
     let manifest = args.manifest.clone().unwrap_or_else(|| {
@@ -39,17 +41,23 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
         api_key: Some(DEMO_KEY.to_owned()),
         quotas: vec![quota],
         issuance_delay: Duration::from_secs(2),
+        // Reissues sent without skip_approval wait for an administrator, as on many accounts.
+        approval_required: true,
         ..Scenario::default()
     })
     .await?;
     let base_url = sim.base_url();
     eprintln!("simulator listening at {base_url}");
     let key = ApiKey::new(DEMO_KEY).expect("the demo key is not blank");
+    // The simulator is on loopback: no proxy in the environment may see its traffic.
+    let network = Network {
+        trust: Trust::load(None)?,
+        direct: true,
+    };
     let sender = Sender {
         base_url: base_url.clone(),
-        client: Client::new(&base_url, &key, Duration::from_secs(10), 4)?,
+        client: Client::new(&base_url, &key, Duration::from_secs(10), 4, &network)?,
         limiter: Arc::new(Limiter::new(&[quota])),
-        quotas: vec![quota],
         options: RunnerOptions {
             concurrency: 4,
             max_attempts: 5,
@@ -77,6 +85,7 @@ pub(crate) async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<Exit> {
     let limiter = sender.limiter.clone();
     let exit = super::run::plan_and_send(&journal_path, &run_args, sender).await?;
     check_domain_control(&journal_path, &sim, &client, &limiter).await?;
+    approve_requests(&journal_path, &client, &limiter).await?;
     let certs = journal_path.with_file_name("certs");
     collect_certificates(&journal_path, &client, &limiter, &certs).await?;
     let journal = crate::journal::Journal::open_read_only(&journal_path).await?;
@@ -158,6 +167,34 @@ async fn check_domain_control(
     Ok(())
 }
 
+/// Approval: the reissues sent without skip_approval wait for it, as `reissuer approve` does.
+async fn approve_requests(
+    journal_path: &std::path::Path,
+    client: &Client,
+    limiter: &Arc<Limiter>,
+) -> anyhow::Result<()> {
+    let journal = crate::journal::Journal::open(journal_path).await?;
+    let Some(run) = journal.newest_run().await? else {
+        return Ok(());
+    };
+    eprintln!("\napproving the requests that wait: reissuer approve --comment 'key rotation demo'");
+    let options = crate::campaign::approve::ApproveOptions {
+        comment: Some("key rotation demo".to_owned()),
+        concurrency: 4,
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let summary =
+        crate::campaign::approve::approve(&journal, client, limiter, run.id, &options, &cancel)
+            .await?;
+    eprintln!(
+        "  {} approved, {} needed no approval",
+        summary.approved.len(),
+        summary.not_waiting
+    );
+    journal.close().await;
+    Ok(())
+}
+
 /// The rest of a campaign: wait for issuance and download the certificates.
 async fn collect_certificates(
     journal_path: &std::path::Path,
@@ -170,18 +207,41 @@ async fn collect_certificates(
         return Ok(());
     };
     eprintln!(
-        "\ncollecting the issued certificates into {}",
+        "\ncollecting the issued certificates into {}, each handed to a deploy hook:\n  reissuer collect --out {} --wait 15s --deploy-hook '{DEMO_HOOK}'",
+        out.display(),
         out.display()
     );
+    let (written, written_rx) = tokio::sync::mpsc::unbounded_channel();
     let options = crate::campaign::collect::CollectOptions {
         out: out.to_owned(),
         wait: Duration::from_secs(15),
         concurrency: 4,
+        written: Some(written),
+    };
+    let hooks = crate::campaign::deploy::HookOptions {
+        command: DEMO_HOOK.to_owned(),
+        timeout: Duration::from_secs(10),
+        concurrency: 1,
+        key: ApiKey::new(DEMO_KEY).expect("the demo key is not blank"),
+        key_dir: None,
     };
     let cancel = tokio_util::sync::CancellationToken::new();
-    let summary =
-        crate::campaign::collect::collect(&journal, client, limiter, run.id, &options, &cancel)
-            .await?;
+    let collecting = async {
+        let options = options;
+        let result =
+            crate::campaign::collect::collect(&journal, client, limiter, run.id, &options, &cancel)
+                .await;
+        drop(options);
+        result
+    };
+    let deploying = crate::campaign::deploy::deploy(&journal, run.id, written_rx, &hooks, &cancel);
+    let (summary, deployed) = tokio::join!(collecting, deploying);
+    let (summary, deployed) = (summary?, deployed?);
+    eprintln!(
+        "  deploy hook: {} certificate(s) deployed, {} failed",
+        deployed.deployed.len(),
+        deployed.failed.len()
+    );
     for (order_id, path) in &summary.downloaded {
         eprintln!("  order {order_id}: {}", path.display());
     }
@@ -201,6 +261,7 @@ fn demo_send_args() -> SendArgs {
             concurrency: 4,
             rates: Vec::new(),
             timeout: Duration::from_secs(10),
+            ca_file: None,
         },
         max_attempts: 5,
         yes: true,

@@ -10,12 +10,17 @@ use clap::{Args, ValueEnum};
 
 use crate::campaign::keygen::{self, KeyType};
 use crate::exit::Exit;
-use crate::manifest::{self, LoadOptions, Row};
+use crate::manifest::{self, LoadOptions, Purpose, Row};
 
 /// `keygen --help`: what it writes and what it promises.
 pub(crate) const LONG_ABOUT: &str =
     "Generate a private key and CSR per order of a manifest, and a new \
 manifest that uses them.
+
+MANIFEST needs only what a key and CSR need: order_id and the names (common_name, dns_names). \
+What the reissue itself requires, such as signature_hash, is checked when DIR/manifest.csv is \
+validated or run; here each value given is only checked to be readable, and a csr or csr_file \
+already given is not read.
 
 For each order the CSR's subject CN is the order's common_name (or its first dns_name); its DNS \
 names are dns_names, plus the CN when that is a host name. Writes DIR/<order_id>.key (PKCS#8 PEM, \
@@ -95,6 +100,9 @@ pub(crate) fn keygen(journal: &Path, args: &KeygenArgs) -> anyhow::Result<Exit> 
         allow_cn_mismatch: true,
         today: time::OffsetDateTime::now_utc().date(),
         fill_from_order: args.fill_from_order,
+        // A key and CSR need an order id and names; the reissue's own rules are checked when
+        // the manifest keygen writes is run.
+        purpose: Purpose::NewKey,
     };
     let file = args.manifest.display().to_string();
     let mut orders = Vec::new();
@@ -141,6 +149,23 @@ pub(crate) fn keygen(journal: &Path, args: &KeygenArgs) -> anyhow::Result<Exit> 
         "new manifest: {} (the orders of {file}, csr_file = <order_id>.csr)",
         written.manifest.display()
     )?;
+    let unhashed = planned
+        .iter()
+        .filter(|p| {
+            p.order
+                .body
+                .pointer("/certificate/signature_hash")
+                .is_none()
+        })
+        .count();
+    if unhashed > 0 {
+        writeln!(
+            out,
+            "note: {unhashed} of {} orders have no signature_hash, which the reissue requires: \
+             add it to the manifest or run with --set signature_hash=sha256 (or sha384, sha512)",
+            planned.len()
+        )?;
+    }
     writeln!(out, "next: reissuer run {}", shell_word(&written.manifest))?;
     out.flush()?;
     Ok(Exit::Ok)
@@ -162,8 +187,8 @@ fn fill_from_orders(
         if let Err(err) = super::send::identify(
             &journal,
             &connection.client,
-            &connection.quotas,
             &connection.limiter,
+            connection.timeout,
             crate::reads::DEFAULT_GIVE_UP_AFTER,
         )
         .await

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::Quota;
 use crate::exit::Exit;
 
+pub mod approve;
 mod collect;
 mod color;
 pub mod dcv;
@@ -38,7 +39,8 @@ Exit codes: 0 every order succeeded or was skipped; 1 some failed, are uncertain
 2 usage error or invalid manifest (nothing sent); 3 interrupted by SIGINT/SIGTERM (resumable); \
 4 credentials refused (401/403), or the key is not of the run's account; 5 the journal is locked by another process; \
 6 CertCentral unreachable, or its server certificate not trusted (unsent items still pending).\n\n\
-Colour: only on a terminal and never when NO_COLOR is set, unless --color always."
+Colour: only on a terminal (--color auto), or always, or never; never when NO_COLOR is set \
+to anything but the empty string, whatever --color says."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -53,8 +55,8 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Colour in log lines: auto (only when stderr is a terminal and NO_COLOR is not set),
-    /// always, or never.
+    /// Colour in log lines: auto (only when stderr is a terminal), always, or never. NO_COLOR
+    /// set to anything but the empty string turns colour off whatever this says.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
 }
@@ -107,6 +109,9 @@ pub enum Command {
     Keygen(keygen::KeygenArgs),
     /// Domain control for token-DCV reissues: `dcv check` asks CertCentral to check it.
     Dcv(dcv::DcvArgs),
+    /// Approve the run's reissue requests that wait for approval, each exactly once.
+    #[command(long_about = approve::LONG_ABOUT)]
+    Approve(approve::ApproveArgs),
     /// Remove finished runs (their items and attempts) from the journal and reclaim the space.
     #[command(long_about = prune::LONG_ABOUT)]
     Prune(prune::PruneArgs),
@@ -125,6 +130,13 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ManifestArgs {
     /// The manifest: a .csv or .toml file of orders.
+    ///
+    /// A CSV has a header row of field names, then one order per row. Its cells are separated by
+    /// commas and a list's items (dns_names, emails...) by semicolons; when the header is
+    /// separated by semicolons instead, as spreadsheets save CSV where the decimal separator is a
+    /// comma, cells are separated by semicolons and list items by commas. Either file may be
+    /// UTF-8 (with or without a byte-order mark) or UTF-16 with a byte-order mark, with any line
+    /// endings.
     pub manifest: PathBuf,
 
     /// A default for every order that does not set PATH, e.g. --set signature_hash=sha256.
@@ -155,14 +167,25 @@ pub struct ConnectionArgs {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub concurrency: u32,
 
-    /// A rolling-window quota N/DURATION (ms, s, m, h), repeatable; all are enforced at once.
-    /// Default: 100/5s and 1000/5m. `--rate unlimited` turns the limiter off (test servers only).
+    /// A rolling-window quota N/DURATION (ms, s, m, h), repeatable; all are enforced at once:
+    /// in every interval of DURATION, at most N requests start (every request counts: reissues,
+    /// lookups, fill, collect). A window's whole allowance may be used at once.
+    /// Default: `--rate 100/5s --rate 1000/3m`, DigiCert's current account limits. They are per
+    /// API key and shared with any other integration using the same key: give that one room by
+    /// lowering them (e.g. `--rate 50/5s --rate 500/3m`). `--rate unlimited` turns the limiter
+    /// off (test servers only).
     #[arg(long = "rate", value_name = "N/DURATION")]
     pub rates: Vec<String>,
 
     /// Per-request timeout.
     #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
     pub timeout: std::time::Duration,
+
+    /// Also trust the CA certificate(s) in this PEM file (a company CA, say), besides the
+    /// system trust store (which honours SSL_CERT_FILE and SSL_CERT_DIR). Proxies come from
+    /// HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY.
+    #[arg(long, value_name = "PATH", env = "REISSUER_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How reissues are sent.
@@ -335,6 +358,25 @@ pub struct CollectArgs {
     #[arg(long, default_value = "0s", value_parser = parse_duration_arg)]
     pub wait: std::time::Duration,
 
+    /// Run CMD (through sh -c) once for each certificate written and key-checked, with
+    /// REISSUER_ORDER_ID, REISSUER_CERT_FILE, REISSUER_KEY_FILE (the <order_id>.key keygen wrote
+    /// beside the run's manifest, when it holds the certificate's key), REISSUER_COMMON_NAME and
+    /// REISSUER_DNS_NAMES (space-separated) set, and neither DIGICERT_API_KEY nor any variable
+    /// holding the key. A hook that exits 0 never runs again for that certificate; one that
+    /// fails or times out is reported and runs again with the next collect (which exits 1).
+    /// Killed while a hook runs, the next collect runs that hook again.
+    #[arg(long, value_name = "CMD")]
+    pub deploy_hook: Option<String>,
+
+    /// A deploy hook still running after this is killed (with everything it started) and
+    /// counts as failed.
+    #[arg(long, default_value = "5m", value_parser = parse_duration_arg, requires = "deploy_hook")]
+    pub hook_timeout: std::time::Duration,
+
+    /// Deploy hooks running at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64), requires = "deploy_hook")]
+    pub hook_concurrency: u32,
+
     #[command(flatten)]
     pub connection: ConnectionArgs,
 }
@@ -389,7 +431,19 @@ pub fn main(cli: Cli) -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            let _ = writeln!(std::io::stderr(), "error: {err:#}");
+            match untrusted_server(&err) {
+                Some(server) => {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "error: {}\nNothing was changed; run the command again once the \
+                         certificate is trusted.",
+                        server.explain()
+                    );
+                }
+                None => {
+                    let _ = writeln!(std::io::stderr(), "error: {err:#}");
+                }
+            }
             exit_for_error(&err).into()
         }
     }
@@ -423,6 +477,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             Command::Demo(args) => demo::demo(&cli, args).await,
             Command::Collect(args) => collect::collect(&cli, args).await,
             Command::Dcv(args) => dcv::dcv(&cli, args).await,
+            Command::Approve(args) => approve::approve(&cli, args).await,
             Command::Prune(args) => prune::prune(&cli, args).await,
             Command::Select(args) => select::select(&cli, args).await,
             Command::Simulate(_) => unreachable!("handled above"),
@@ -472,6 +527,19 @@ fn init_tracing(format: LogFormat, color: ColorChoice) {
     let _ = result;
 }
 
+/// The refused server certificate, when that is what stopped the command: from whichever
+/// command, wrapped in whatever error.
+fn untrusted_server(err: &anyhow::Error) -> Option<&crate::api::UntrustedServer> {
+    err.chain().find_map(|cause| {
+        cause
+            .downcast_ref::<crate::api::UntrustedServer>()
+            .or_else(|| match cause.downcast_ref::<crate::api::ApiError>() {
+                Some(crate::api::ApiError::Untrusted(server)) => Some(server.as_ref()),
+                _ => None,
+            })
+    })
+}
+
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         cause
@@ -484,6 +552,9 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 /// a usage error (nothing was sent).
 fn exit_for_error(err: &anyhow::Error) -> Exit {
     use crate::journal::JournalError;
+    if untrusted_server(err).is_some() {
+        return Exit::Unreachable;
+    }
     for cause in err.chain() {
         if let Some(JournalError::Locked { .. }) = cause.downcast_ref::<JournalError>() {
             return Exit::Locked;

@@ -83,6 +83,8 @@ pub(crate) async fn plan_and_send(
         }),
         force: args.force,
     };
+    // Before any request: fill-from-order's count too.
+    send::seed_limiter(&sender.limiter, &journal, sender.options.request_timeout).await?;
     // Facts are fetched before the plan's transaction takes the journal's one connection.
     let filled = match args.fill_from_order {
         true => Some(filled_rows(&args.manifest, &journal, &sender).await?),
@@ -121,9 +123,11 @@ pub(crate) async fn plan_and_send(
     let run_id = match same_as_open {
         Some(open) => {
             planner.rollback().await?;
+            let left = journal.counts(open.id).await?.open();
             tracing::info!(
-                "run {} holds this same manifest and is unfinished: resuming it",
-                open.id
+                "run {} holds this same manifest and is unfinished: resuming it; {}",
+                open.id,
+                send::expected_duration(&sender.limiter, left)
             );
             open.id
         }
@@ -134,7 +138,8 @@ pub(crate) async fn plan_and_send(
                 counts.get(ItemState::Skipped),
             );
             let sending = unidentified.is_none();
-            if sending && !send::confirm(to_send, &sender.base_url, args.send.yes)? {
+            let expected = send::expected_duration(&sender.limiter, to_send);
+            if sending && !send::confirm(to_send, &sender.base_url, &expected, args.send.yes)? {
                 planner.rollback().await?;
                 journal.close().await;
                 if !journal_existed {
@@ -145,7 +150,7 @@ pub(crate) async fn plan_and_send(
             }
             let run_id = planner.commit().await?;
             tracing::info!(
-                "run {run_id}: {to_send} to send, {skipped} already done (skipped), {} invalid",
+                "run {run_id}: {expected}; {skipped} already done (skipped), {} invalid",
                 invalid.len()
             );
             run_id
@@ -171,6 +176,7 @@ pub(crate) async fn plan_and_send(
             unreachable_since,
             settled: 0,
             settling: None,
+            untrusted: None,
         };
         eprint!(
             "{}",
@@ -346,11 +352,17 @@ pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Resul
         &journal,
         &run,
         &sender.client,
-        &sender.quotas,
         &sender.limiter,
+        sender.options.request_timeout,
         sender.options.give_up_after,
     )
     .await?;
+    let left = journal.counts(run.id).await?.open();
+    tracing::info!(
+        "run {}: {}",
+        run.id,
+        send::expected_duration(&sender.limiter, left)
+    );
     let exit = send::execute(&journal, run.id, sender).await?;
     journal.close().await;
     Ok(exit)
@@ -365,20 +377,23 @@ pub(crate) async fn retry(cli: &Cli, args: &super::RetryArgs) -> anyhow::Result<
         &journal,
         &run,
         &sender.client,
-        &sender.quotas,
         &sender.limiter,
+        sender.options.request_timeout,
         sender.options.give_up_after,
     )
     .await?;
     let requeued = journal.requeue_failed(run.id, args.all).await?;
+    send::seed_limiter(&sender.limiter, &journal, sender.options.request_timeout).await?;
+    let left = journal.counts(run.id).await?.open();
     tracing::info!(
-        "run {}: {requeued} failed item(s) back to pending{}",
+        "run {}: {requeued} failed item(s) back to pending{}; {}",
         run.id,
         if args.all {
             ""
         } else {
             " (transient failures only; --all for rejected ones)"
-        }
+        },
+        send::expected_duration(&sender.limiter, left)
     );
     let exit = send::execute(&journal, run.id, sender).await?;
     journal.close().await;

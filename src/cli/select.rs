@@ -178,8 +178,8 @@ pub(crate) async fn select(cli: &Cli, args: &SelectArgs) -> anyhow::Result<Exit>
     let identity = match send::identify(
         &journal,
         &connection.client,
-        &connection.quotas,
         &connection.limiter,
+        connection.timeout,
         crate::reads::DEFAULT_GIVE_UP_AFTER,
     )
     .await
@@ -193,12 +193,11 @@ pub(crate) async fn select(cli: &Cli, args: &SelectArgs) -> anyhow::Result<Exit>
             return Err(err);
         }
     };
-    if let Some(span) = connection.limiter.longest_window() {
-        let ages = journal.recent_request_ages(span).await?;
-        connection.limiter.seed(&ages).await;
-    }
     let mut attempts = Vec::new();
     let result = list(&connection, &filters, &mut attempts).await;
+    for attempt in &attempts {
+        journal.record_request(&attempt.sent("list_orders")).await?;
+    }
     journal.close().await;
     let selection = result?;
     let format = match args.format {

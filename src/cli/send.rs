@@ -9,8 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Client;
-use crate::config::Quota;
+use crate::api::{Client, Network, Trust};
 use crate::events::StopReason;
 use crate::exit::Exit;
 use crate::identity::Identity;
@@ -59,8 +58,6 @@ pub(crate) struct Sender {
     pub base_url: String,
     pub client: Client,
     pub limiter: Arc<Limiter>,
-    /// The quotas `limiter` enforces.
-    pub quotas: Vec<Quota>,
     pub options: RunnerOptions,
 }
 
@@ -88,7 +85,6 @@ impl Sender {
             base_url: connection.base_url,
             client: connection.client,
             limiter: connection.limiter,
-            quotas: connection.quotas,
             options: RunnerOptions {
                 concurrency: connection.concurrency,
                 max_attempts: args.max_attempts,
@@ -108,8 +104,6 @@ pub(crate) struct Connection {
     pub base_url: String,
     pub client: Client,
     pub limiter: Arc<Limiter>,
-    /// The quotas `limiter` enforces.
-    pub quotas: Vec<Quota>,
     pub concurrency: usize,
     pub timeout: std::time::Duration,
 }
@@ -130,12 +124,16 @@ impl Connection {
             super::resolve_quotas(&args.rates).map_err(|e| UsageError(format!("{e:#}")))?;
         let key = load_api_key(args)?;
         let concurrency = args.concurrency as usize;
-        let client = Client::new(&base_url, &key, args.timeout, concurrency)?;
+        let network = Network {
+            trust: Trust::load(args.ca_file.as_deref())
+                .map_err(|e| UsageError(format!("{:#}", anyhow::Error::from(e))))?,
+            direct: false,
+        };
+        let client = Client::new(&base_url, &key, args.timeout, concurrency, &network)?;
         Ok(Self {
             base_url,
             client,
             limiter: Arc::new(Limiter::new(&quotas)),
-            quotas,
             concurrency,
             timeout: args.timeout,
         })
@@ -145,24 +143,21 @@ impl Connection {
 /// Asks CertCentral who the key belongs to, before anything is planned, written or sent; a
 /// key that cannot be identified is an error that exits 4.
 ///
-/// Until the key's account is known its recent requests cannot be told from other accounts',
-/// so this one request goes through a limiter of its own that counts every request the journal
-/// recorded lately, whoever made it: it never exceeds a quota, and the command's own limiter
-/// (`counted_in`, which it is then counted in) can count only the account's. Through an outage
-/// it asks again until `give_up_after` (then exit 6).
+/// Its requests go through the command's own limiter and are recorded like every other.
+/// Through an outage it asks again until `give_up_after` (then exit 6).
 pub(crate) async fn identify(
     journal: &Journal,
     client: &Client,
-    quotas: &[Quota],
-    counted_in: &Limiter,
+    limiter: &Limiter,
+    request_timeout: Duration,
     give_up_after: Duration,
 ) -> anyhow::Result<Identity> {
     let mut attempts = Vec::new();
     identify_noting(
         journal,
         client,
-        quotas,
-        counted_in,
+        limiter,
+        request_timeout,
         give_up_after,
         &mut attempts,
     )
@@ -173,24 +168,20 @@ pub(crate) async fn identify(
 async fn identify_noting(
     journal: &Journal,
     client: &Client,
-    quotas: &[Quota],
-    counted_in: &Limiter,
+    limiter: &Limiter,
+    request_timeout: Duration,
     give_up_after: Duration,
     attempts: &mut Vec<crate::reads::Attempt>,
 ) -> anyhow::Result<Identity> {
-    let limiter = Limiter::new(quotas);
-    if let Some(span) = limiter.longest_window() {
-        let ages = journal.recent_request_ages(span).await?;
-        limiter.seed(&ages).await;
-    }
+    // Until the key's account is known, its recent requests cannot be told from other
+    // accounts': the limiter counts every request the journal recorded lately, whoever made
+    // it, so it never exceeds a quota.
+    seed_limiter(limiter, journal, request_timeout).await?;
     let first = attempts.len();
-    let identity = crate::identity::identify(client, &limiter, give_up_after, attempts).await;
-    let now = time::OffsetDateTime::now_utc();
-    let ages: Vec<Duration> = attempts[first..]
-        .iter()
-        .filter_map(|attempt| Duration::try_from(now - attempt.started_at).ok())
-        .collect();
-    counted_in.seed(&ages).await;
+    let identity = crate::identity::identify(client, limiter, give_up_after, attempts).await;
+    for attempt in &attempts[first..] {
+        journal.record_request(&attempt.sent("identify")).await?;
+    }
     let identity = identity?;
     tracing::info!("the API key is of {identity}");
     Ok(identity)
@@ -224,8 +215,8 @@ pub(crate) async fn preflight(
         let identifying = identify_noting(
             journal,
             &sender.client,
-            &sender.quotas,
             &sender.limiter,
+            sender.options.request_timeout,
             sender.options.give_up_after,
             &mut attempts,
         );
@@ -279,11 +270,11 @@ pub(crate) async fn identify_for_run(
     journal: &Journal,
     run: &crate::journal::RunRow,
     client: &Client,
-    quotas: &[Quota],
-    counted_in: &Limiter,
+    limiter: &Limiter,
+    request_timeout: Duration,
     give_up_after: Duration,
 ) -> anyhow::Result<Identity> {
-    let identity = identify(journal, client, quotas, counted_in, give_up_after).await?;
+    let identity = identify(journal, client, limiter, request_timeout, give_up_after).await?;
     crate::identity::check_run_account(run.id, run.account_id, &identity)?;
     journal
         .claim_runs(identity.journal_account(), client.base_url(), Some(run.id))
@@ -291,15 +282,45 @@ pub(crate) async fn identify_for_run(
     Ok(identity)
 }
 
-/// On a terminal, asks before sending; `--yes` or no terminal means yes.
-pub(crate) fn confirm(to_send: u64, base_url: &str, yes: bool) -> std::io::Result<bool> {
+/// Counts in the limiter's windows the requests the journal recorded lately (by this command's
+/// predecessors, or another command), before this one makes any. Seeding a limiter twice
+/// changes nothing.
+pub(crate) async fn seed_limiter(
+    limiter: &Limiter,
+    journal: &Journal,
+    request_timeout: Duration,
+) -> anyhow::Result<()> {
+    if let Some(span) = limiter.longest_window() {
+        let ended = journal.recent_request_ends(span, request_timeout).await?;
+        limiter.seed(&ended);
+    }
+    Ok(())
+}
+
+/// How long `count` reissues take at the limiter's quotas, from its windows as they are:
+/// `1,000 reissues: about 45 s at 100/5s + 1000/3m`.
+pub(crate) fn expected_duration(limiter: &Limiter, count: u64) -> String {
+    crate::progress::expected_duration(count, limiter.quotas(), limiter.fastest_finish(count))
+}
+
+/// On a terminal, asks before sending, saying how long it will take; `--yes` or no terminal
+/// means yes.
+pub(crate) fn confirm(
+    to_send: u64,
+    base_url: &str,
+    expected: &str,
+    yes: bool,
+) -> std::io::Result<bool> {
     if yes || to_send == 0 || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
         return Ok(true);
     }
     let mut stderr = std::io::stderr();
     write!(
         stderr,
-        "About to send {to_send} reissue request(s) to {base_url}. Continue? [y/N] "
+        "About to send {to_send} reissue request(s) to {base_url}.\n\
+         {expected} (the quotas are per API key, shared with any other integration using the \
+         same key; lower them with --rate if another one is busy).\n\
+         Continue? [y/N] "
     )?;
     stderr.flush()?;
     let mut answer = String::new();
@@ -313,14 +334,18 @@ pub(crate) async fn execute(
     run_id: i64,
     sender: Sender,
 ) -> anyhow::Result<Exit> {
-    if let Some(span) = sender.limiter.longest_window() {
-        let ages = journal.recent_request_ages(span).await?;
-        sender.limiter.seed(&ages).await;
-    }
+    seed_limiter(&sender.limiter, journal, sender.options.request_timeout).await?;
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(on_signals(cancel.clone()));
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let display = tokio::spawn(crate::progress::show(events_rx, run_id));
+    let time_left: Option<crate::progress::TimeLeft> = match sender.limiter.quotas() {
+        [] => None,
+        _ => {
+            let limiter = sender.limiter.clone();
+            Some(Box::new(move |left| limiter.fastest_finish(left)))
+        }
+    };
+    let display = tokio::spawn(crate::progress::show(events_rx, run_id, time_left));
     let deps = Deps {
         journal,
         client: sender.client,
@@ -335,6 +360,13 @@ pub(crate) async fn execute(
         "{}",
         crate::progress::summary(run_id, &summary, journal.path())
     );
+    if let Some(server) = &summary.untrusted {
+        eprintln!(
+            "error: {}\nNo request left for it; unsent orders are still pending (reissuer resume \
+             continues once the certificate is trusted).",
+            server.explain()
+        );
+    }
     Ok(exit_for(&summary))
 }
 
@@ -342,7 +374,7 @@ fn exit_for(summary: &runner::RunSummary) -> Exit {
     let counts = &summary.counts;
     match summary.stop {
         StopReason::CredentialsRefused => Exit::Credentials,
-        StopReason::Unreachable => Exit::Unreachable,
+        StopReason::Unreachable | StopReason::Untrusted => Exit::Unreachable,
         StopReason::Interrupted => Exit::Interrupted,
         StopReason::Finished
             if counts.get(ItemState::Succeeded) + counts.get(ItemState::Skipped)

@@ -1,6 +1,7 @@
 //! `reissuer simulate`: the built-in CertCentral simulator as a standalone server, for scripts
 //! and tests that run reissuer as a separate process. It is test equipment: it listens wherever
-//! `--listen` says, with no TLS, and should only ever face loopback.
+//! `--listen` says, over plain HTTP or (with `--tls-ca-out`) HTTPS from a throwaway CA, and
+//! should only ever face loopback.
 
 use std::future::Future;
 use std::io::{self, Write};
@@ -14,7 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{Quota, parse_duration};
 use crate::secret::ApiKey;
-use crate::simulator::{self, Faults, KeyAccount, Role, Scenario};
+use crate::simulator::{self, Faults, KeyAccount, Role, Scenario, ServerTls};
 
 /// Runs the CertCentral simulator until SIGINT or SIGTERM; prints its base URL first.
 #[derive(Debug, clap::Args)]
@@ -135,6 +136,21 @@ pub struct SimulateArgs {
     /// standard-user, limited-user, finance-manager; default administrator); repeatable.
     #[arg(long = "account", value_name = "KEY=ID[:ROLE]", value_parser = parse_key_account)]
     pub other_keys: Vec<KeyAccount>,
+
+    /// Serve HTTPS, with a server certificate from a CA made at start, and write that CA's
+    /// certificate (PEM) to PATH, before the port file: reissuer trusts the server only with
+    /// --ca-file PATH (or SSL_CERT_FILE=PATH).
+    #[arg(long, value_name = "PATH", conflicts_with = "refuse_connections_for")]
+    pub tls_ca_out: Option<PathBuf>,
+
+    /// A DNS name or IP address the server certificate is for, repeatable [default: localhost,
+    /// 127.0.0.1 and ::1]. Another name shows how a hostname mismatch is reported.
+    #[arg(long = "tls-name", value_name = "NAME", requires = "tls_ca_out")]
+    pub tls_names: Vec<String>,
+
+    /// Serve a server certificate that expired yesterday.
+    #[arg(long, requires = "tls_ca_out")]
+    pub tls_expired: bool,
 }
 
 impl SimulateArgs {
@@ -168,6 +184,13 @@ impl SimulateArgs {
             orders: self.orders,
             refused_list_filters: Vec::new(),
             ignored_list_filters: Vec::new(),
+            tls: self.tls_ca_out.as_ref().map(|_| ServerTls {
+                names: match self.tls_names.is_empty() {
+                    true => ServerTls::default().names,
+                    false => self.tls_names.clone(),
+                },
+                expired: self.tls_expired,
+            }),
         }
     }
 }
@@ -261,6 +284,9 @@ pub(crate) async fn serve(
     let handle = simulator::start(listener, args.scenario())
         .await
         .context("cannot start the simulator")?;
+    if let (Some(path), Some(pem)) = (&args.tls_ca_out, handle.tls_ca_pem()) {
+        write_atomically(path, pem, "CA certificate file")?;
+    }
     announce(&args, out, port, &handle.base_url())?;
     let stopped = until.await;
     handle.shutdown().await;
@@ -298,21 +324,21 @@ fn announce(
     base_url: &str,
 ) -> anyhow::Result<()> {
     if let Some(path) = &args.port_file {
-        write_port_file(path, port)?;
+        write_atomically(path, &format!("{port}\n"), "port file")?;
     }
     writeln!(out, "{base_url}").context("cannot print the base URL")?;
     out.flush().context("cannot print the base URL")
 }
 
 /// Written beside and renamed into place, so a script polling for the file never reads half.
-fn write_port_file(path: &Path, port: u16) -> anyhow::Result<()> {
+fn write_atomically(path: &Path, text: &str, what: &str) -> anyhow::Result<()> {
     let mut partial = path.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
-    std::fs::write(&partial, format!("{port}\n"))
-        .with_context(|| format!("cannot write port file {}", partial.display()))?;
+    std::fs::write(&partial, text)
+        .with_context(|| format!("cannot write {what} {}", partial.display()))?;
     std::fs::rename(&partial, path)
-        .with_context(|| format!("cannot write port file {}", path.display()))
+        .with_context(|| format!("cannot write {what} {}", path.display()))
 }
 
 async fn wait_for_signal() -> io::Result<()> {
@@ -346,6 +372,33 @@ mod tests {
     fn parse(flags: &[&str]) -> Result<SimulateArgs, clap::Error> {
         let argv = std::iter::once("simulate").chain(flags.iter().copied());
         Harness::try_parse_from(argv).map(|h| h.args)
+    }
+
+    #[test]
+    fn tls_flags_reach_the_scenario_and_need_a_file_for_the_ca() {
+        assert_eq!(parse(&[]).expect("valid").scenario().tls, None);
+        let scenario = parse(&["--tls-ca-out=ca.pem"]).expect("valid").scenario();
+        assert_eq!(scenario.tls, Some(ServerTls::default()));
+        let scenario = parse(&[
+            "--tls-ca-out=ca.pem",
+            "--tls-name=cc.example.test",
+            "--tls-name=10.0.0.1",
+            "--tls-expired",
+        ])
+        .expect("valid")
+        .scenario();
+        assert_eq!(
+            scenario.tls,
+            Some(ServerTls {
+                names: vec!["cc.example.test".into(), "10.0.0.1".into()],
+                expired: true,
+            })
+        );
+        // Without the CA's certificate nobody could trust the server.
+        assert!(parse(&["--tls-name=cc.example.test"]).is_err());
+        assert!(parse(&["--tls-expired"]).is_err());
+        // The CA is made when serving starts, after the port file of a held port was written.
+        assert!(parse(&["--tls-ca-out=ca.pem", "--refuse-connections-for=5s"]).is_err());
     }
 
     #[test]

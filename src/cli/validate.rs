@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use crate::exit::Exit;
-use crate::manifest::{self, LoadOptions, ManifestError, Row};
+use crate::manifest::{self, LoadOptions, ManifestError, Purpose, Row};
 use crate::payload;
 
 use super::{ManifestArgs, RunArgs, ValidateArgs, resolve_base_url};
@@ -26,6 +26,7 @@ pub(crate) fn load_options(args: &ManifestArgs) -> LoadOptions {
         // UTC, not local time: the same manifest validates the same way on every host.
         today: time::OffsetDateTime::now_utc().date(),
         fill_from_order: false,
+        purpose: Purpose::Reissue,
     }
 }
 

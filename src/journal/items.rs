@@ -131,6 +131,8 @@ pub enum Change {
         outcome: String,
         duration_ms: u64,
     },
+    /// A request that is not an item's attempt or lookup (the outage probe), complete.
+    Request(super::SentRequest),
     /// A reconciliation GET for the item, complete.
     Lookup {
         item_id: i64,
@@ -276,28 +278,6 @@ impl Journal {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
-    }
-
-    /// How long ago each request recorded in the last `span` started (any run): for the rate
-    /// limiter of the next process.
-    pub async fn recent_request_ages(
-        &self,
-        span: std::time::Duration,
-    ) -> Result<Vec<std::time::Duration>, JournalError> {
-        let now = time::OffsetDateTime::now_utc();
-        let cutoff = now - span;
-        let format = time::format_description::well_known::Rfc3339;
-        let cutoff_text = cutoff.format(&format).unwrap_or_default();
-        let starts: Vec<String> =
-            sqlx::query_scalar("SELECT started_at FROM attempts WHERE started_at >= ?")
-                .bind(cutoff_text)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(starts
-            .iter()
-            .filter_map(|text| time::OffsetDateTime::parse(text, &format).ok())
-            .filter_map(|at| std::time::Duration::try_from(now - at).ok())
-            .collect())
     }
 
     /// Report rows of one run, in manifest order. A skipped order shows the ids of the success
@@ -467,6 +447,9 @@ async fn apply_one(
             .bind(item_id)
             .execute(&mut **tx)
             .await?;
+        }
+        Change::Request(request) => {
+            super::requests::insert(request).execute(&mut **tx).await?;
         }
         Change::Lookup {
             item_id,

@@ -4,10 +4,13 @@
 //! WAL mode with `synchronous = FULL`: a committed `in_flight` mark is on disk before the request
 //! it announces is sent.
 
+mod approvals;
 mod campaign;
 mod dcv;
+mod deployments;
 mod items;
 mod prune;
+mod requests;
 mod rotation;
 mod runs;
 pub mod state;
@@ -22,10 +25,13 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+pub use approvals::{ApprovalItem, ApprovalState};
 pub use campaign::{Collectable, Collection, OrderFacts};
 pub use dcv::{DcvWaiting, NameStatus};
+pub use deployments::Deployable;
 pub use items::{Change, ItemRow, Outcome, UnknownOutcome, WorkItem};
 pub use prune::{PruneOutcome, PruneSelection, PrunedRun, Spared};
+pub use requests::SentRequest;
 pub use rotation::Rotation;
 pub use runs::{Counts, NewRun, Planner, RunRow};
 pub use state::ItemState;
@@ -331,12 +337,17 @@ async fn verify_database(pool: &SqlitePool, path: &Path) -> Result<(), JournalEr
 
 /// The current time as the journal writes it: RFC 3339, UTC, milliseconds.
 pub(crate) fn now_text() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let millis = now.millisecond();
-    let now = now
+    time_text(time::OffsetDateTime::now_utc())
+}
+
+/// A time as the journal writes it: RFC 3339, UTC, truncated to milliseconds.
+pub(crate) fn time_text(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let millis = at.millisecond();
+    let at = at
         .replace_nanosecond(u32::from(millis) * 1_000_000)
-        .unwrap_or(now);
-    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or(at);
+    at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
 

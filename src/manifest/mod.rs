@@ -31,11 +31,12 @@ mod options;
 mod raw;
 mod row;
 mod rules;
+mod text;
 mod toml;
 mod value;
 
 pub use error::{FieldError, ManifestError};
-pub use options::LoadOptions;
+pub use options::{LoadOptions, Purpose};
 pub use row::{InvalidRow, Order, Row, ScanSummary};
 
 use defaults::Layers;
@@ -120,6 +121,7 @@ fn context(path: &Path, file: String, opts: &LoadOptions, defaults: Layers) -> C
         dir,
         allow_cn_mismatch: opts.allow_cn_mismatch,
         fill_from_order: opts.fill_from_order,
+        purpose: opts.purpose,
         today: opts.today,
         defaults,
         csrs: csr::CsrCache::new(CSR_CACHE_ENTRIES),

@@ -12,4 +12,19 @@ pub struct LoadOptions {
     /// Fields the live order supplies (`--fill-from-order`) may be missing here; they are
     /// checked once filled.
     pub fill_from_order: bool,
+    /// What the orders are read for, and so which rules apply.
+    pub purpose: Purpose,
+}
+
+/// What the orders of a manifest are read for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A reissue request each (`validate`, `run`): every rule the reissue page states.
+    Reissue,
+    /// A new key and CSR each (`keygen`): only what those need, an order id (present, valid,
+    /// not repeated) and every value readable as its field, since keygen copies each into the
+    /// manifest it writes. What the reissue itself requires (`signature_hash`, the rules across
+    /// fields) is checked when that manifest is validated or run, and a CSR already given is
+    /// not read at all: it is about to be replaced.
+    NewKey,
 }

@@ -11,6 +11,7 @@ use super::csr::{CsrCache, CsrInfo, KeyStrength};
 use super::defaults::Layers;
 use super::error::FieldError;
 use super::fields::{self, FIELDS, Target};
+use super::options::Purpose;
 use super::raw::{RawOrder, Slot};
 use super::row::{InvalidRow, Order, Row};
 use super::value::{self, Typed};
@@ -22,6 +23,7 @@ pub(crate) struct Context {
     pub(crate) dir: PathBuf,
     pub(crate) allow_cn_mismatch: bool,
     pub(crate) fill_from_order: bool,
+    pub(crate) purpose: Purpose,
     pub(crate) today: time::Date,
     pub(crate) defaults: Layers,
     pub(crate) csrs: CsrCache,
@@ -117,11 +119,18 @@ pub(crate) fn check_order(raw: RawOrder, ctx: &Context) -> Row {
     if !values.has("order_id") {
         errors.push(ctx.error(raw.line, "order_id", "required"));
     }
-    check_cross_field(&values, ctx, &mut errors);
-    let csr = resolve_csr(&values, ctx, &mut errors);
-    if let Some(csr) = &csr {
-        check_csr_against_fields(&values, csr, ctx, &mut errors);
-    }
+    let csr = match ctx.purpose {
+        Purpose::Reissue => {
+            check_cross_field(&values, ctx, &mut errors);
+            let csr = resolve_csr(&values, ctx, &mut errors);
+            if let Some(csr) = &csr {
+                check_csr_against_fields(&values, csr, ctx, &mut errors);
+            }
+            csr
+        }
+        // The reissue's own rules wait for the manifest keygen writes; the CSR is replaced.
+        Purpose::NewKey => None,
+    };
 
     match (order_id, errors.is_empty()) {
         (Some(order_id), true) => Row::Valid(Order {

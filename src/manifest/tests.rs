@@ -17,6 +17,7 @@ fn options() -> LoadOptions {
         allow_cn_mismatch: false,
         today: TODAY,
         fill_from_order: false,
+        purpose: Purpose::Reissue,
     }
 }
 
@@ -743,6 +744,330 @@ fn the_sink_can_stop_the_scan_early() {
         (1..=5000).collect::<Vec<_>>(),
         "rows arrive in file order"
     );
+}
+
+fn utf16(text: &str, little_endian: bool) -> Vec<u8> {
+    std::iter::once(0xfeff)
+        .chain(text.encode_utf16())
+        .flat_map(|unit| {
+            if little_endian {
+                unit.to_le_bytes()
+            } else {
+                unit.to_be_bytes()
+            }
+        })
+        .collect()
+}
+
+fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("write test manifest");
+    path
+}
+
+const COMMA_CSV: &str = "order_id,common_name,dns_names,signature_hash,comments\n\
+    1,a.example,a.example;www.a.example,sha256,\"batch 1, east\"\n\
+    2,b.example,,sha384,\n";
+
+#[test]
+fn a_semicolon_separated_csv_reads_as_the_comma_separated_one_with_comma_lists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let comma = write(dir.path(), "comma.csv", COMMA_CSV);
+    let semicolon = write(
+        dir.path(),
+        "semicolon.csv",
+        "order_id;common_name;dns_names;signature_hash;comments\r\n\
+         1;a.example;a.example, www.a.example;sha256;batch 1, east\r\n\
+         2;b.example;;sha384;\r\n",
+    );
+    let expected = bodies(&comma, &options());
+    assert_eq!(
+        expected[0]["certificate"]["dns_names"],
+        json!(["a.example", "www.a.example"])
+    );
+    assert_eq!(bodies(&semicolon, &options()), expected);
+}
+
+#[test]
+fn a_quoted_semicolon_list_in_a_semicolon_separated_csv_is_a_list_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        dir.path(),
+        "m.csv",
+        "order_id;dns_names;signature_hash\n1;\"a.example;www.a.example\";sha256\n",
+    );
+    assert_eq!(
+        bodies(&path, &options())[0]["certificate"]["dns_names"],
+        json!(["a.example", "www.a.example"])
+    );
+}
+
+#[test]
+fn a_semicolon_separated_csv_reports_errors_on_their_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        dir.path(),
+        "m.csv",
+        "order_id;dns_names;signature_hash\n\
+         1;a.example,,b.example;sha256\n\
+         2;c.example;sha256;extra\n\
+         3;d.example;md5\n",
+    );
+    let file = path.display();
+    assert_eq!(
+        error_lines(&path, &options()),
+        [
+            format!(
+                "{file}:2: certificate.dns_names: empty item in the ,-separated list \
+                 \"a.example,,b.example\" (a doubled or trailing ,)"
+            ),
+            format!("{file}:3: row: has 4 cells but the header has 3 columns"),
+            format!(
+                "{file}:4: certificate.signature_hash: \"md5\" is not one of sha256, sha384, \
+                 sha512 (Glossary – signature hashes)"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_header_that_mixes_separators_or_uses_tabs_says_what_to_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mixed = write(
+        dir.path(),
+        "mixed.csv",
+        "order_id;common_name,signature_hash\n1;a,sha256\n",
+    );
+    let Err(ManifestError::Fields(errors)) = scan_all(&mixed, &options()) else {
+        panic!("expected header errors");
+    };
+    assert_eq!(
+        errors[0].to_string(),
+        format!(
+            "{}:1: order_id;common_name: unknown field (the header has both , and ; between \
+             names: separate every column with the same one, , or ;)",
+            mixed.display()
+        )
+    );
+    let tabs = write(
+        dir.path(),
+        "tabs.csv",
+        "order_id\tsignature_hash\n1\tsha256\n",
+    );
+    let Err(ManifestError::Fields(errors)) = scan_all(&tabs, &options()) else {
+        panic!("expected header errors");
+    };
+    assert!(
+        errors[0]
+            .message
+            .contains("the header is tab-separated: save the file as CSV"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn utf16_csv_with_a_byte_order_mark_reads_as_utf8_with_the_same_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let utf8 = write(dir.path(), "utf8.csv", COMMA_CSV);
+    let expected = bodies(&utf8, &options());
+    for little_endian in [true, false] {
+        let path = write_bytes(dir.path(), "utf16.csv", &utf16(COMMA_CSV, little_endian));
+        assert_eq!(bodies(&path, &options()), expected);
+        let bad = write_bytes(
+            dir.path(),
+            "bad.csv",
+            &utf16(
+                "order_id;signature_hash\r\n1;sha256\r\n2;md4\r\n",
+                little_endian,
+            ),
+        );
+        let lines = error_lines(&bad, &options());
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with(&format!("{}:3: certificate.signature_hash:", bad.display())),
+            "{lines:?}"
+        );
+    }
+}
+
+#[test]
+fn utf16_without_a_byte_order_mark_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bare = utf16(COMMA_CSV, true).split_off(2);
+    let path = write_bytes(dir.path(), "m.csv", &bare);
+    let Err(err) = scan_all(&path, &options()) else {
+        panic!("expected a refusal");
+    };
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:1: header: the file looks like UTF-16 without a byte-order mark; save it as \
+             UTF-8 (a spreadsheet's \"CSV UTF-8\"), or as UTF-16 with a byte-order mark",
+            path.display()
+        )
+    );
+    let toml = write_bytes(
+        dir.path(),
+        "m.toml",
+        &utf16("[[orders]]\norder_id = 1\n", true).split_off(2),
+    );
+    let Err(err) = scan_all(&toml, &options()) else {
+        panic!("expected a refusal");
+    };
+    assert!(
+        err.to_string().starts_with(&format!(
+            "{}:1: toml: the file looks like UTF-16",
+            toml.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_utf8_byte_order_mark_before_a_quoted_header_is_ignored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        dir.path(),
+        "m.csv",
+        "\u{feff}\"order_id\",\"signature_hash\"\n\"1\",\"sha256\"\n",
+    );
+    assert_eq!(
+        bodies(&path, &options()),
+        [json!({"certificate": {"signature_hash": "sha256"}})]
+    );
+}
+
+#[test]
+fn toml_with_a_byte_order_mark_reads_in_utf8_and_utf16() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = "[[orders]]\norder_id = 1\ncomments = \"größer\"\nsignature_hash = \"sha256\"\n";
+    let expected = [json!({"comments": "größer", "certificate": {"signature_hash": "sha256"}})];
+    let utf8 = write(dir.path(), "utf8.toml", &format!("\u{feff}{text}"));
+    assert_eq!(bodies(&utf8, &options()), expected);
+    for little_endian in [true, false] {
+        let path = write_bytes(dir.path(), "utf16.toml", &utf16(text, little_endian));
+        assert_eq!(bodies(&path, &options()), expected);
+    }
+    let latin1 = write_bytes(
+        dir.path(),
+        "latin1.toml",
+        b"[[orders]]\norder_id = 1\ncomments = \"gr\xF6\xDFer\"\n",
+    );
+    let Err(err) = scan_all(&latin1, &options()) else {
+        panic!("expected a refusal");
+    };
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:3: toml: not valid UTF-8; save the file as UTF-8, or as UTF-16 with a \
+             byte-order mark",
+            latin1.display()
+        )
+    );
+}
+
+fn for_new_keys() -> LoadOptions {
+    LoadOptions {
+        purpose: Purpose::NewKey,
+        ..options()
+    }
+}
+
+#[test]
+fn for_new_keys_order_ids_and_names_are_enough() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        dir.path(),
+        "m.csv",
+        "order_id,common_name,dns_names\n\
+         1,a.example,www.a.example\n\
+         2,,b.example;www.b.example\n",
+    );
+    assert_eq!(
+        bodies(&path, &for_new_keys()),
+        [
+            json!({"certificate": {"common_name": "a.example", "dns_names": ["www.a.example"]}}),
+            json!({"certificate": {"dns_names": ["b.example", "www.b.example"]}}),
+        ]
+    );
+    // The same manifest is not yet a reissue: signature_hash is required for that.
+    let lines = error_lines(&path, &options());
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].contains("certificate.signature_hash: required"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn for_new_keys_the_reissues_rules_wait_and_the_old_csr_is_not_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        dir.path(),
+        "m.csv",
+        "order_id,common_name,ship_info.city,common_name_indicator,csr_file\n\
+         1,a.example,Lehi,pseudonym,gone/old.csr\n",
+    );
+    assert_eq!(bodies(&path, &for_new_keys()).len(), 1);
+    assert!(error_lines(&path, &options()).len() >= 4);
+}
+
+#[test]
+fn for_new_keys_order_ids_and_each_value_are_still_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        dir.path(),
+        "m.csv",
+        "order_id,common_name,dns_names,server_platform.id\n\
+         1,a.example,,2\n\
+         x,b.example,,2\n\
+         1,c.example,,2\n\
+         4,d.example,not a name,two\n\
+         ,e.example,,\n",
+    );
+    let file = path.display();
+    let lines = error_lines(&path, &for_new_keys());
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert!(lines[0].starts_with(&format!("{file}:3: order_id: expected an integer")));
+    assert_eq!(
+        lines[1],
+        format!("{file}:4: order_id: duplicate order_id 1; first on line 2")
+    );
+    assert!(lines[2].starts_with(&format!("{file}:5: certificate.dns_names:")));
+    assert!(lines[3].starts_with(&format!("{file}:5: certificate.server_platform.id:")));
+    assert_eq!(lines[4], format!("{file}:6: order_id: required"));
+}
+
+#[test]
+fn csv_errors_name_the_right_line_whatever_the_line_endings_and_blank_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pem = csr_pem("example.com", &["example.com"]);
+    // Lines: 1 blank, 2 header, 3 ok, 4 blank, 5 bad, from 6 a quoted multi-line CSR, then bad.
+    let lf = format!(
+        "\norder_id,csr,signature_hash\n1,,sha256\n\n2,,md5\n3,{},sha256\n4,,sha1",
+        csv_quote(&pem)
+    );
+    // The row after the CSR starts one line below each line break inside the quoted cell.
+    let last = 7 + pem.matches('\n').count() as u64;
+    for (name, text) in [
+        ("lf.csv", lf.clone()),
+        ("crlf.csv", lf.replace('\n', "\r\n")),
+        ("cr.csv", lf.replace('\n', "\r")),
+    ] {
+        let path = write(dir.path(), name, &text);
+        let lines: Vec<u64> = scan_all(&path, &options())
+            .expect("loads")
+            .into_iter()
+            .map(|row| match row {
+                Row::Valid(order) => order.line,
+                Row::Invalid(invalid) => {
+                    assert_eq!(invalid.errors[0].line, invalid.line, "{name}");
+                    invalid.line
+                }
+            })
+            .collect();
+        assert_eq!(lines, [3, 5, 6, last], "{name}");
+    }
 }
 
 mod properties {

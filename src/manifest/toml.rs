@@ -2,6 +2,7 @@
 //! written as dotted keys or nested tables, with or without the `certificate` prefix. Lines come
 //! from the parser's byte spans, so an error points at the key (or the order's `[[orders]]`).
 
+use std::io::Read as _;
 use std::path::Path;
 
 use ::toml::Spanned;
@@ -10,6 +11,7 @@ use ::toml::de::{DeTable, DeValue};
 use super::error::{FieldError, ManifestError};
 use super::fields::{self, FIELDS, Target, unknown_field};
 use super::raw::{Defaults, RawOrder};
+use super::text;
 use super::value::{self, Raw};
 
 /// A parsed TOML manifest: checked defaults and the orders still to be checked.
@@ -91,15 +93,35 @@ fn to_raw(value: &DeValue<'_>) -> Raw {
     }
 }
 
-/// Reads and parses the manifest at `path` (named `file` in errors).
+/// Reads and parses the manifest at `path` (named `file` in errors), through `text.rs`
+/// (byte-order marks, UTF-16).
 pub(crate) fn read(
     path: &Path,
     file: &str,
     today: time::Date,
 ) -> Result<TomlManifest, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-        path: path.to_path_buf(),
-        source,
+    let mut bytes = Vec::new();
+    text::open(path)?
+        .read_to_end(&mut bytes)
+        .map_err(|source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if text::looks_like_utf16(&bytes) {
+        return Err(ManifestError::Syntax {
+            file: file.to_owned(),
+            line: 1,
+            message: text::UTF16_WITHOUT_BOM.to_owned(),
+        });
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        ManifestError::Syntax {
+            file: file.to_owned(),
+            line: valid.iter().filter(|b| **b == b'\n').count() as u64 + 1,
+            message: "not valid UTF-8; save the file as UTF-8, or as UTF-16 with a byte-order mark"
+                .to_owned(),
+        }
     })?;
     parse(&text, file, today)
 }

@@ -9,8 +9,12 @@ use super::fields::{Check, Field, Kind};
 /// A value as the manifest wrote it, before it is checked against its field.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Raw {
-    /// Untyped text (a CSV cell or a `--set` value): read according to the field's kind.
+    /// Untyped text (a CSV cell or a `--set` value): read according to the field's kind; a
+    /// list's items are separated by `;`.
     Text(String),
+    /// A cell of a `;`-separated CSV: read like `Text`, except that `;` already separates the
+    /// cells, so a list's items are separated by `,` (or by `;` inside a quoted cell).
+    TextCommaList(String),
     /// A TOML string.
     Str(String),
     /// A TOML integer.
@@ -26,7 +30,7 @@ pub(crate) enum Raw {
 impl Raw {
     fn describe(&self) -> String {
         match self {
-            Raw::Text(s) | Raw::Str(s) => format!("the string {s:?}"),
+            Raw::Text(s) | Raw::TextCommaList(s) | Raw::Str(s) => format!("the string {s:?}"),
             Raw::Int(i) => format!("the integer {i}"),
             Raw::Bool(b) => format!("the boolean {b}"),
             Raw::List(_) => "an array".to_owned(),
@@ -122,27 +126,23 @@ fn to_kind(field: &Field, raw: Raw) -> Result<Typed, String> {
         )
     };
     match (field.kind, raw) {
-        (Kind::Str, Raw::Text(s) | Raw::Str(s)) => non_empty(s).map(Typed::Str),
+        (Kind::Str, Raw::Text(s) | Raw::TextCommaList(s) | Raw::Str(s)) => {
+            non_empty(s).map(Typed::Str)
+        }
         (Kind::Int, Raw::Int(i)) => Ok(Typed::Int(i)),
-        (Kind::Int, Raw::Text(s)) => s
+        (Kind::Int, Raw::Text(s) | Raw::TextCommaList(s)) => s
             .parse::<i64>()
             .map(Typed::Int)
             .map_err(|_| format!("expected an integer, found {s:?}")),
         (Kind::Bool, Raw::Bool(b)) => Ok(Typed::Bool(b)),
-        (Kind::Bool, Raw::Text(s)) => match s.to_ascii_lowercase().as_str() {
+        (Kind::Bool, Raw::Text(s) | Raw::TextCommaList(s)) => match s.to_ascii_lowercase().as_str()
+        {
             "true" => Ok(Typed::Bool(true)),
             "false" => Ok(Typed::Bool(false)),
             _ => Err(format!("expected true or false, found {s:?}")),
         },
-        (Kind::StrList, Raw::Text(s)) => {
-            let items: Vec<String> = s.split(';').map(|item| item.trim().to_owned()).collect();
-            if items.iter().any(String::is_empty) {
-                return Err(format!(
-                    "empty item in the ;-separated list {s:?} (a doubled or trailing ;)"
-                ));
-            }
-            Ok(Typed::List(items))
-        }
+        (Kind::StrList, Raw::Text(s)) => split_list(&s, &[';']),
+        (Kind::StrList, Raw::TextCommaList(s)) => split_list(&s, &[',', ';']),
         (Kind::StrList, Raw::List(items)) => {
             if items.is_empty() {
                 return Err("empty list; leave the field out to not set it".to_owned());
@@ -161,6 +161,23 @@ fn to_kind(field: &Field, raw: Raw) -> Result<Typed, String> {
         }
         (_, raw) => Err(wrong(&raw)),
     }
+}
+
+/// A list written as text, its items separated by any of `separators` (the first is the one
+/// the manifest's format documents).
+fn split_list(s: &str, separators: &[char]) -> Result<Typed, String> {
+    let items: Vec<String> = s
+        .split(separators)
+        .map(|item| item.trim().to_owned())
+        .collect();
+    if items.iter().any(String::is_empty) {
+        let separator = separators.first().copied().unwrap_or(';');
+        return Err(format!(
+            "empty item in the {separator}-separated list {s:?} (a doubled or trailing \
+             {separator})"
+        ));
+    }
+    Ok(Typed::List(items))
 }
 
 fn non_empty(s: String) -> Result<String, String> {
@@ -388,6 +405,28 @@ mod tests {
         assert!(text("dns_names", "a.example;").is_err());
         assert!(convert(field("comments"), Raw::Str(String::new()), TODAY).is_err());
         assert!(convert(field("emails"), Raw::List(vec![]), TODAY).is_err());
+    }
+
+    #[test]
+    fn cells_of_a_semicolon_separated_csv_split_lists_on_commas_and_read_the_rest_as_text() {
+        let cell = |name: &str, value: &str| {
+            convert(field(name), Raw::TextCommaList(value.to_owned()), TODAY)
+        };
+        let list = |items: &[&str]| Typed::List(items.iter().map(|s| (*s).to_owned()).collect());
+        assert_eq!(
+            cell("dns_names", "a.example, www.a.example"),
+            Ok(list(&["a.example", "www.a.example"]))
+        );
+        assert_eq!(
+            cell("dns_names", "a.example;www.a.example"),
+            Ok(list(&["a.example", "www.a.example"])),
+            "a ; inside a quoted cell separates too"
+        );
+        let err = cell("dns_names", "a.example,").expect_err("trailing comma");
+        assert!(err.contains("empty item in the ,-separated list"), "{err}");
+        assert_eq!(cell("comments", "one, two"), Ok(string("one, two")));
+        assert_eq!(cell("server_platform.id", "45"), Ok(Typed::Int(45)));
+        assert_eq!(cell("skip_approval", "TRUE"), Ok(Typed::Bool(true)));
     }
 
     #[test]

@@ -205,6 +205,12 @@ pub(crate) fn after_send(
             to(ItemState::Pending, recorded(None, true));
             Decision::new(changes).with(Effect::Stop(StopReason::CredentialsRefused))
         }
+        Disposition::StopUntrusted => {
+            // The TLS handshake failed, so the request never left: pending again, uncharged.
+            // No retry can make the certificate trusted, and waiting is no use: the run stops.
+            to(ItemState::Pending, recorded(None, true));
+            Decision::new(changes).with(Effect::Stop(StopReason::Untrusted))
+        }
         Disposition::Pause(retry_after) => {
             let wait = retry_after.unwrap_or_else(|| pause_backoff(pauses));
             to(ItemState::Pending, recorded(None, true));

@@ -13,9 +13,10 @@ use super::reconcile::{LookupRecord, Target, Verdict};
 use super::schedule::{Job, Next, Schedule};
 use super::worker::{self, Line, Sent};
 use super::{Deps, RunnerError, RunnerOptions};
-use crate::api::ApiError;
+use crate::api::{ApiError, UntrustedServer};
 use crate::events::{RunnerEvent, StopReason};
 use crate::journal::{Change, Counts, ItemState, JournalError, WorkItem};
+use crate::limiter::Timing;
 
 mod finish;
 mod outage;
@@ -38,8 +39,8 @@ pub(super) enum Done {
     /// The run stopped, or paused for an outage, while the send waited for the limiter: it
     /// never left.
     Withdrawn(WorkItem),
-    /// The outage probe ended (`None`: the run stopped before it left).
-    Probed(Option<Result<(), ApiError>>),
+    /// The outage probe ended, and when (`None`: the run stopped before it left).
+    Probed(Option<(Result<(), ApiError>, Timing)>),
     /// The run stopped before the lookup began; the item keeps its state.
     NotLookedUp,
 }
@@ -73,6 +74,8 @@ struct Contact {
 /// Whether and why the run stops.
 struct Stop {
     reason: Option<StopReason>,
+    /// The refused server certificate behind [`StopReason::Untrusted`], for the message.
+    untrusted: Option<UntrustedServer>,
     /// Cancelled at the first stop, so requests still waiting for the limiter never leave.
     halt: CancellationToken,
 }
@@ -116,6 +119,7 @@ impl<'a> Dispatcher<'a> {
             unflushed: Vec::new(),
             stop: Stop {
                 reason: None,
+                untrusted: None,
                 halt: CancellationToken::new(),
             },
             tasks: JoinSet::new(),
@@ -125,6 +129,19 @@ impl<'a> Dispatcher<'a> {
     /// Requests made so far (reissues, lookups and probes).
     pub(super) fn requests(&self) -> u64 {
         self.requests
+    }
+
+    /// The refused server certificate, if one stopped the run.
+    pub(super) fn untrusted(&mut self) -> Option<UntrustedServer> {
+        self.stop.untrusted.take()
+    }
+
+    /// A server certificate was refused: no request can get through until it is trusted. The
+    /// decision that follows stops the run; this keeps the first one's details.
+    fn refused(&mut self, server: &UntrustedServer) {
+        if self.stop.untrusted.is_none() {
+            self.stop.untrusted = Some(server.clone());
+        }
     }
 
     /// Since when CertCentral has been unreachable, if it still is.
@@ -153,7 +170,7 @@ impl<'a> Dispatcher<'a> {
     fn raise_stop(&mut self, reason: StopReason) {
         if self.stop.reason.is_none() {
             self.stop.halt.cancel();
-            self.emit(RunnerEvent::Stopping);
+            self.emit(RunnerEvent::Stopping { reason });
         }
         self.stop.reason = Some(self.stop.reason.map_or(reason, |was| was.raised(reason)));
     }

@@ -26,7 +26,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Client;
+use crate::api::{Client, UntrustedServer};
 use crate::events::{RunnerEvent, StopReason};
 use crate::journal::{Counts, Journal, JournalError, UnknownOutcome};
 use crate::limiter::Limiter;
@@ -77,6 +77,8 @@ pub struct RunSummary {
     /// Items whose lost requests may still take effect (the run stopped before their window
     /// ended), and until when the last of them may: `resume` decides them.
     pub settling: Option<(usize, OffsetDateTime)>,
+    /// The server certificate that was refused, when that stopped the run.
+    pub untrusted: Option<UntrustedServer>,
 }
 
 /// Why the runner could not go on.
@@ -136,5 +138,6 @@ pub async fn run(
         unreachable_since: dispatcher.unreachable_since(),
         settled: dispatcher.book.settled(),
         settling: dispatcher.book.settling(OffsetDateTime::now_utc()),
+        untrusted: dispatcher.untrusted(),
     })
 }

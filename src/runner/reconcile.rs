@@ -9,7 +9,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::api::{ApiError, Client, Disposition, Reach, ReissueEntry, error_chain};
+use crate::api::{
+    ApiError, Client, Disposition, Reach, ReissueEntry, UntrustedServer, error_chain,
+};
 use crate::limiter::Limiter;
 
 /// CertCentral's clock and ours may differ; a reissue created this long before our first
@@ -36,6 +38,8 @@ pub enum Verdict {
     Throttled(Option<Duration>),
     /// The key was refused.
     Credentials,
+    /// The server's certificate was refused: the lookup never reached CertCentral.
+    Untrusted(Box<UntrustedServer>),
 }
 
 /// One GET made for the lookup, for the journal.
@@ -70,7 +74,7 @@ pub async fn look_up(
     let csr = serde_json::from_str::<serde_json::Value>(&target.payload)
         .ok()
         .and_then(|body| body["certificate"]["csr"].as_str().map(csr_body));
-    limiter.acquire().await;
+    let permit = limiter.acquire().await;
     let started = std::time::Instant::now();
     let (kind, result) = match csr {
         Some(csr) => (
@@ -89,6 +93,8 @@ pub async fn look_up(
         ),
     };
     let duration = started.elapsed();
+    // Held until the answer is in: until then the GET may still be arriving.
+    drop(permit);
     let (verdict, http_status) = match result {
         Ok(verdict) => (verdict, Some(200)),
         Err(err) => (verdict_for_error(&err), err.http_status()),
@@ -100,6 +106,7 @@ pub async fn look_up(
         Verdict::NoContact { why, .. } => format!("no answer: {why}"),
         Verdict::Throttled(_) => "throttled".to_owned(),
         Verdict::Credentials => "credentials refused".to_owned(),
+        Verdict::Untrusted(server) => server.to_string(),
     };
     (
         verdict,
@@ -113,6 +120,9 @@ pub async fn look_up(
 }
 
 fn verdict_for_error(err: &ApiError) -> Verdict {
+    if let ApiError::Untrusted(server) = err {
+        return Verdict::Untrusted(server.clone());
+    }
     match (err.disposition(), err.http_status()) {
         (Disposition::StopCredentials, _) => Verdict::Credentials,
         (Disposition::Pause(wait), _) => Verdict::Throttled(wait),

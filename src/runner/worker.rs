@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::reconcile::{self, LookupRecord, Target, Verdict};
 use crate::api::{ApiError, Client, Reissued};
-use crate::limiter::Limiter;
+use crate::limiter::{Limiter, Timing};
 
 /// What a task needs to reach CertCentral.
 #[derive(Clone)]
@@ -33,14 +33,17 @@ pub(crate) struct Sent {
 /// Sends one reissue once the limiter admits it; `None` if the run stopped or paused for an
 /// outage first (the request never left).
 pub(crate) async fn send(line: Line, order_id: i64, body: String) -> Option<Sent> {
-    tokio::select! {
+    let permit = tokio::select! {
         biased;
         _ = line.halt.cancelled() => return None,
         _ = line.hold.cancelled() => return None,
-        _ = line.limiter.acquire() => {}
-    }
+        permit = line.limiter.acquire() => permit,
+    };
     let started = Instant::now();
     let result = line.client.reissue(order_id, body).await;
+    // Until the answer is in, the request may still be arriving: it holds its place in the
+    // windows until then.
+    drop(permit);
     Some(Sent {
         result,
         duration: started.elapsed(),
@@ -56,14 +59,16 @@ pub(crate) async fn look_up(line: Line, target: Target) -> Option<(Verdict, Look
 }
 
 /// Whether CertCentral answers again: a harmless GET of one order (counted by the limiter like
-/// every request); `None` if the run stopped first.
-pub(crate) async fn probe(line: Line, order_id: i64) -> Option<Result<(), ApiError>> {
-    tokio::select! {
+/// every request, and recorded for the next process's windows); `None` if the run stopped
+/// first.
+pub(crate) async fn probe(line: Line, order_id: i64) -> Option<(Result<(), ApiError>, Timing)> {
+    let permit = tokio::select! {
         biased;
         _ = line.halt.cancelled() => return None,
-        _ = line.limiter.acquire() => {}
-    }
-    Some(line.client.order_info(order_id).await.map(|_| ()))
+        permit = line.limiter.acquire() => permit,
+    };
+    let result = line.client.order_info(order_id).await.map(|_| ());
+    Some((result, permit.end()))
 }
 
 /// The wait before attempt `attempts + 1`: exponential with jitter (backon's schedule).

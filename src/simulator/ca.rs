@@ -136,7 +136,7 @@ impl Ca {
     }
 }
 
-fn ca_params(
+pub(super) fn ca_params(
     name: &str,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,

@@ -1,6 +1,6 @@
 //! CertCentral on loopback: the test equipment behind `demo`, the tests and the benchmark.
 //!
-//! A real HTTP server (HTTP/1.1 and h2c) that speaks the shapes of
+//! A real HTTP server (HTTP/1.1 and h2c, or HTTPS with a throwaway CA) that speaks the shapes of
 //! `reference/certcentral-notes.md` for the endpoints a bulk reissue runner uses: reissue, order
 //! info, the order's reissue list, status changes and certificate download. It enforces rolling
 //! quotas, checks the API key, and injects faults (errors before and after the reissue is
@@ -51,6 +51,7 @@ mod server;
 mod state;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -61,6 +62,7 @@ use serde::{Deserialize, Serialize};
 
 pub use catalog::FIRST_LISTED_ORDER;
 pub use server::{ReservedPort, SimulatorHandle, start, start_on_loopback};
+pub use tls::TLS_CA_NAME;
 
 /// The account id `/user/me` gives for the main key when [`Scenario::account_id`] is not set.
 pub const DEFAULT_ACCOUNT_ID: u64 = 1_234_567;
@@ -103,6 +105,8 @@ pub struct Scenario {
     /// The same, answered 503 without `Retry-After` (after `all_500_for`, if both are set): a
     /// CertCentral that only says it is unavailable.
     pub all_503_for: Duration,
+    /// Serve HTTPS instead of plain HTTP.
+    pub tls: Option<ServerTls>,
     /// The account of the main key (`api_key`, or any key when that is `None`);
     /// [`DEFAULT_ACCOUNT_ID`] when not set.
     pub account_id: Option<u64>,
@@ -186,6 +190,26 @@ impl Role {
     }
 }
 
+/// HTTPS with a server certificate signed by a CA made at start, which no trust store knows;
+/// [`SimulatorHandle::tls_ca_pem`] gives its certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTls {
+    /// The DNS names and IP addresses the server certificate is for.
+    pub names: Vec<String>,
+    /// Serve a certificate whose validity ended yesterday.
+    pub expired: bool,
+}
+
+impl Default for ServerTls {
+    /// Valid for `localhost`, `127.0.0.1` and `::1`.
+    fn default() -> Self {
+        Self {
+            names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            expired: false,
+        }
+    }
+}
+
 // Written by hand so that the key never reaches a log line through `{:?}`.
 impl fmt::Debug for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -209,6 +233,7 @@ impl fmt::Debug for Scenario {
             .field("orders", &self.orders)
             .field("refused_list_filters", &self.refused_list_filters)
             .field("ignored_list_filters", &self.ignored_list_filters)
+            .field("tls", &self.tls)
             .finish()
     }
 }

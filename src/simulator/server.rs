@@ -1,5 +1,6 @@
-//! The accept loop and the connections: HTTP/1.1 and h2c on one port, a per-connection token a
-//! handler cancels to drop the connection with no response, and a graceful, bounded shutdown.
+//! The accept loop and the connections: HTTP/1.1 and h2c on one port (or both over TLS), a
+//! per-connection token a handler cancels to drop the connection with no response, and a
+//! graceful, bounded shutdown.
 //!
 //! `axum::serve` cannot close a connection from inside a handler, which the "dropped after
 //! commit" fault needs, so connections are served with hyper-util directly.
@@ -13,8 +14,10 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -29,6 +32,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const LISTEN_BACKLOG: u32 = 1024;
 /// A pause after a failed `accept` (out of file descriptors, say) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+/// The longest a client may take over the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running simulator. Dropping it stops the server too (without waiting).
 pub struct SimulatorHandle {
@@ -36,12 +41,25 @@ pub struct SimulatorHandle {
     address: SocketAddr,
     shutdown: CancellationToken,
     server: Option<JoinHandle<()>>,
+    /// The PEM certificate of the CA behind the server's certificate, when serving HTTPS.
+    tls_ca_pem: Option<String>,
 }
 
 impl SimulatorHandle {
-    /// `http://127.0.0.1:PORT/services/v2`; a wildcard listen address is given as loopback.
+    /// `http://127.0.0.1:PORT/services/v2` (`https://` when serving TLS); a wildcard listen
+    /// address is given as loopback.
     pub fn base_url(&self) -> String {
-        base_url(self.address)
+        let scheme = match self.tls_ca_pem {
+            Some(_) => "https",
+            None => "http",
+        };
+        base_url(scheme, self.address)
+    }
+
+    /// When serving HTTPS: the PEM certificate of the CA that signed the server's certificate
+    /// (what a client passes as `--ca-file` to trust it).
+    pub fn tls_ca_pem(&self) -> Option<&str> {
+        self.tls_ca_pem.as_deref()
     }
 
     /// A snapshot of everything committed and received so far.
@@ -132,9 +150,9 @@ impl ReservedPort {
         self.address.port()
     }
 
-    /// The base URL the simulator will have once it serves here.
+    /// The base URL the simulator will have once it serves here (over plain HTTP).
     pub fn base_url(&self) -> String {
-        base_url(self.address)
+        base_url("http", self.address)
     }
 
     /// Starts listening and serving `scenario`: from now on connections are accepted.
@@ -144,15 +162,15 @@ impl ReservedPort {
     }
 }
 
-/// `http://HOST:PORT/services/v2`; a wildcard address is given as loopback.
-fn base_url(address: SocketAddr) -> String {
+/// `SCHEME://HOST:PORT/services/v2`; a wildcard address is given as loopback.
+fn base_url(scheme: &str, address: SocketAddr) -> String {
     let host = match address.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
     format!(
-        "http://{}{BASE_PATH}",
+        "{scheme}://{}{BASE_PATH}",
         SocketAddr::new(host, address.port())
     )
 }
@@ -160,20 +178,38 @@ fn base_url(address: SocketAddr) -> String {
 /// Serves `scenario` on `listener` until [`SimulatorHandle::shutdown`].
 pub async fn start(listener: TcpListener, scenario: Scenario) -> io::Result<SimulatorHandle> {
     let address = listener.local_addr()?;
-    // Making the CA takes a few milliseconds of signing; keep it off the async workers.
-    let shared = tokio::task::spawn_blocking(move || Shared::new(scenario))
-        .await
-        .map_err(io::Error::other)?
-        .map_err(io::Error::other)?;
+    let tls = scenario.tls.clone();
+    // Making the CAs takes a few milliseconds of signing; keep it off the async workers.
+    let (shared, tls) = tokio::task::spawn_blocking(move || {
+        let tls = tls
+            .as_ref()
+            .map(super::tls::make)
+            .transpose()
+            .map_err(io::Error::other)?;
+        let shared = Shared::new(scenario).map_err(io::Error::other)?;
+        Ok::<_, io::Error>((shared, tls))
+    })
+    .await
+    .map_err(io::Error::other)??;
     let shared = Arc::new(shared);
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown.clone()));
+    let (tls_ca_pem, acceptor) = match tls {
+        Some(tls) => (Some(tls.ca_pem), Some(tls.acceptor)),
+        None => (None, None),
+    };
+    let server = tokio::spawn(accept_loop(
+        listener,
+        Arc::clone(&shared),
+        acceptor,
+        shutdown.clone(),
+    ));
     tracing::debug!(%address, "simulator listening");
     Ok(SimulatorHandle {
         shared,
         address,
         shutdown,
         server: Some(server),
+        tls_ca_pem,
     })
 }
 
@@ -183,7 +219,12 @@ pub async fn start_on_loopback(scenario: Scenario) -> io::Result<SimulatorHandle
     start(listener, scenario).await
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
     builder.http2().timer(TokioTimer::new());
@@ -195,13 +236,31 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: Cance
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    connections.spawn(serve_connection(
-                        Arc::clone(&builder),
-                        stream,
-                        Arc::clone(&shared),
-                        shutdown.clone(),
-                        cut.clone(),
-                    ));
+                    // Small JSON answers: do not let Nagle hold them back.
+                    let _ = stream.set_nodelay(true);
+                    let builder = Arc::clone(&builder);
+                    let shared = Arc::clone(&shared);
+                    let (shutdown, cut) = (shutdown.clone(), cut.clone());
+                    let Some(tls) = tls.clone() else {
+                        connections.spawn(serve_connection(builder, stream, shared, shutdown, cut));
+                        continue;
+                    };
+                    connections.spawn(async move {
+                        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream));
+                        let stream = tokio::select! {
+                            () = cut.cancelled() => return,
+                            done = handshake => match done {
+                                Ok(Ok(stream)) => stream,
+                                // A client that refuses the certificate ends up here.
+                                Ok(Err(error)) => {
+                                    tracing::debug!(%error, "simulator TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => return,
+                            },
+                        };
+                        serve_connection(builder, stream, shared, shutdown, cut).await;
+                    });
                 }
                 Err(error) => {
                     tracing::debug!(%error, "simulator accept failed");
@@ -221,15 +280,15 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: Cance
     }
 }
 
-async fn serve_connection(
+async fn serve_connection<S>(
     builder: Arc<auto::Builder<TokioExecutor>>,
-    stream: TcpStream,
+    stream: S,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     cut: CancellationToken,
-) {
-    // Small JSON answers: do not let Nagle hold them back.
-    let _ = stream.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     // Cancelled by a handler to drop this connection with no response. Under h2c that ends every
     // stream of the connection, as a real reset would.
     let drop_connection = CancellationToken::new();

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
@@ -110,9 +110,10 @@ impl Shared {
     }
 }
 
-/// Monotonic time since start, and the wall-clock time it corresponds to.
+/// Monotonic time since start, and the wall-clock time it corresponds to. On tokio's clock, so
+/// a paused-clock runtime (the benchmark's virtual-time campaign) drives the quotas too.
 pub(crate) struct Clock {
-    start: Instant,
+    start: tokio::time::Instant,
     start_unix_ms: u64,
 }
 
@@ -122,7 +123,7 @@ impl Clock {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         Self {
-            start: Instant::now(),
+            start: tokio::time::Instant::now(),
             start_unix_ms: u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX),
         }
     }

@@ -1099,3 +1099,51 @@ async fn throughput_of_20000_reissues() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn over_tls_a_client_trusting_the_ca_is_served_and_others_are_refused() {
+    let sim = simulator(Scenario {
+        tls: Some(ServerTls::default()),
+        ..keyed()
+    })
+    .await;
+    assert!(sim.base_url().starts_with("https://127.0.0.1:"));
+    let ca = reqwest::Certificate::from_pem(sim.tls_ca_pem().expect("TLS").as_bytes())
+        .expect("CA parses");
+    // ALPN offers h2 first; an HTTP/1.1-only client is served too.
+    for (http1_only, version) in [
+        (false, reqwest::Version::HTTP_2),
+        (true, reqwest::Version::HTTP_11),
+    ] {
+        let mut trusting = reqwest::Client::builder()
+            .no_proxy()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca.clone());
+        if http1_only {
+            trusting = trusting.http1_only();
+        }
+        let response = trusting
+            .build()
+            .expect("client")
+            .get(format!("{}/order/certificate/1", sim.base_url()))
+            .header("X-DC-DEVKEY", KEY)
+            .send()
+            .await
+            .expect("served over TLS");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), version);
+    }
+    let refused = client()
+        .get(format!("{}/order/certificate/1", sim.base_url()))
+        .header("X-DC-DEVKEY", KEY)
+        .send()
+        .await
+        .expect_err("the CA is not trusted");
+    assert!(refused.is_connect(), "{refused:?}");
+    assert_eq!(
+        sim.ledger().requests.len(),
+        2,
+        "the refused request arrived"
+    );
+    sim.shutdown().await;
+}

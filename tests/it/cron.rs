@@ -62,6 +62,12 @@ async fn output_that_is_not_a_terminal_carries_no_escape_byte() {
         cmd.args(&args);
         outputs.push(output(cmd).await);
     }
+    // `--color always` asks for colour even in a file, but NO_COLOR (a crontab's, say) wins.
+    let mut cmd = fast_run(dir.path(), &manifest, &sim.base_url());
+    cmd.args(["--color", "always"])
+        .env("RUST_LOG", "debug")
+        .env("NO_COLOR", "1");
+    outputs.push(output(cmd).await);
     for out in &outputs {
         assert_eq!(out.status.code(), Some(0), "{}", text(out));
         assert!(!out.stderr.is_empty() || !out.stdout.is_empty());
@@ -152,22 +158,27 @@ async fn no_color_on_a_terminal_means_no_colour_and_without_it_there_is_colour()
     ];
     let path = dir.path().to_owned();
     let owned: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let (plain, coloured) = tokio::task::spawn_blocking(move || {
+    let (plains, coloured) = tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = owned.iter().map(String::as_str).collect();
         let plain = on_a_terminal(&path, &args, true);
+        // NO_COLOR wins over an explicit `--color always` too.
+        let forced = [args.as_slice(), &["--color", "always"]].concat();
+        let forced = on_a_terminal(&path, &forced, true);
         let coloured = on_a_terminal(&path, &args, false);
-        (plain, coloured)
+        ([plain, forced], coloured)
     })
     .await
     .expect("joins");
     let shown = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    assert_eq!(plain.0, Some(0), "{}", shown(&plain.1));
-    assert!(shown(&plain.1).contains("INFO"), "{}", shown(&plain.1));
-    assert!(
-        !has_sgr(&plain.1),
-        "colour under NO_COLOR: {:?}",
-        shown(&plain.1)
-    );
+    for plain in &plains {
+        assert_eq!(plain.0, Some(0), "{}", shown(&plain.1));
+        assert!(shown(&plain.1).contains("INFO"), "{}", shown(&plain.1));
+        assert!(
+            !has_sgr(&plain.1),
+            "colour under NO_COLOR: {:?}",
+            shown(&plain.1)
+        );
+    }
     // The same on a terminal without NO_COLOR is coloured: the check above can see colour.
     assert_eq!(coloured.0, Some(0), "{}", shown(&coloured.1));
     assert!(

@@ -10,7 +10,7 @@ use reissuer::simulator::Scenario;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::prelude::FromDer as _;
 
-use crate::support::{self, output, reissuer, text};
+use crate::support::{self, output, reissuer, run_against, text};
 
 /// Five orders with names but no CSR: what an operator starting a key rotation has.
 fn manifest_without_csrs(dir: &Path) -> std::path::PathBuf {
@@ -187,4 +187,65 @@ async fn keygen_reports_every_order_without_a_name_and_writes_nothing() {
         "{stderr}"
     );
     assert!(!out_dir.exists(), "keygen wrote into {}", out_dir.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygen_needs_only_order_ids_and_names_and_run_checks_the_rest() {
+    let sim = support::simulator(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = dir.path().join("names.csv");
+    std::fs::write(
+        &manifest,
+        "order_id,common_name,dns_names\n\
+         301,a.example.com,www.a.example.com\n\
+         302,,b.example.com;www.b.example.com\n",
+    )
+    .expect("write manifest");
+    let out_dir = dir.path().join("keys");
+    let mut keygen = reissuer(dir.path());
+    keygen
+        .arg("keygen")
+        .arg(&manifest)
+        .arg("--out")
+        .arg(&out_dir);
+    let out = output(keygen).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let shown = text(&out);
+    assert!(shown.contains("wrote 2 ecdsa-p256 private keys"), "{shown}");
+    assert!(
+        shown.contains("note: 2 of 2 orders have no signature_hash, which the reissue requires"),
+        "{shown}"
+    );
+    let new_manifest = out_dir.join("manifest.csv");
+
+    // The reissue's own rules are checked when the new manifest is run: refused, nothing sent.
+    let out = output(run_against(dir.path(), &new_manifest, &sim.base_url())).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("manifest.csv:2: certificate.signature_hash: required"),
+        "{}",
+        text(&out)
+    );
+    assert!(sim.ledger().accepted.is_empty(), "a reissue was sent");
+
+    let mut run = run_against(dir.path(), &new_manifest, &sim.base_url());
+    run.args(["--set", "signature_hash=sha256"]);
+    let out = output(run).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ledger = sim.ledger();
+    support::assert_exactly_once(&ledger, 301..=302);
+    for accepted in &ledger.accepted {
+        let key = std::fs::read_to_string(out_dir.join(format!("{}.key", accepted.order_id)))
+            .expect("key file");
+        let key = rcgen::KeyPair::from_pem(&key).expect("PKCS#8 key");
+        assert_eq!(
+            csr_public_key(accepted.csr.as_deref().expect("a CSR was sent")),
+            key.subject_public_key_info(),
+            "order {} was not reissued with its new key",
+            accepted.order_id
+        );
+        assert_eq!(accepted.body["certificate"]["signature_hash"], "sha256");
+    }
+    sim.shutdown().await;
 }

@@ -1,8 +1,10 @@
 mod campaign;
+mod connect_proxy;
 mod cron;
 mod dcv;
 mod faults;
 mod keygen;
+mod limits;
 mod manifest;
 mod outage;
 mod resume_edges;
@@ -10,5 +12,7 @@ mod rotation;
 mod select;
 mod send;
 mod slow;
+mod spreadsheets;
 mod stops;
 mod support;
+mod tls;

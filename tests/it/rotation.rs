@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use reissuer::simulator::{Scenario, SimulatorHandle};
+use reissuer::simulator::{Faults, Scenario, SimulatorHandle};
 
 use crate::support::{self, output, reissuer, text};
 
@@ -208,4 +208,412 @@ async fn dcv_check_sends_nothing_for_orders_without_a_token_and_stops_on_a_refus
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(!text(&out).contains("not-the-key"));
     sim.shutdown().await;
+}
+
+/// A keygen campaign for `ids` (keys and CSRs in `campaign/`, names from the live orders), sent;
+/// the simulator issues at once.
+async fn keygen_campaign(dir: &Path, sim: &SimulatorHandle, ids: &[u64]) {
+    let list: String = std::iter::once("order_id".to_owned())
+        .chain(ids.iter().map(u64::to_string))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(dir.join("ids.csv"), list + "\n").expect("write");
+    let mut keygen = reissuer(dir);
+    keygen.args([
+        "keygen",
+        "ids.csv",
+        "--out",
+        "campaign",
+        "--fill-from-order",
+    ]);
+    keygen.args(["--base-url", &sim.base_url(), "--rate", "unlimited"]);
+    let out = output(keygen).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut run = support::run_against(dir, Path::new("campaign/manifest.csv"), &sim.base_url());
+    run.args(["--rate", "unlimited"]);
+    let out = output(run).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// A hook that logs each run and its environment under `hooks/`, fails for orders with a
+/// `hooks/fail-<id>` file and hangs for those with `hooks/hang-<id>`.
+const HOOK: &str = r#"
+log="hooks/$REISSUER_ORDER_ID"
+echo start >> "$log.runs"
+env > "$log.env"
+if [ -e "hooks/fail-$REISSUER_ORDER_ID" ]; then
+    echo "nginx: [emerg] cannot load certificate for $REISSUER_COMMON_NAME" >&2
+    exit 3
+fi
+if [ -e "hooks/hang-$REISSUER_ORDER_ID" ]; then sleep 30; fi
+if [ -n "$HOOK_PAUSE" ]; then sleep "$HOOK_PAUSE"; fi
+echo "would install $REISSUER_CERT_FILE for $REISSUER_DNS_NAMES"
+echo done >> "$log.runs"
+"#;
+
+fn collect_with_hook(dir: &Path, sim: &SimulatorHandle, extra: &[&str]) -> std::process::Command {
+    std::fs::create_dir_all(dir.join("hooks")).expect("hooks dir");
+    std::fs::write(dir.join("hook.sh"), HOOK).expect("write hook");
+    let mut cmd = reissuer(dir);
+    cmd.args(["collect", "--out", "certs", "--deploy-hook", "sh hook.sh"])
+        .args(["--base-url", &sim.base_url(), "--rate", "unlimited"])
+        .args(extra);
+    cmd
+}
+
+/// How many times the hook started for the order.
+fn hook_runs(dir: &Path, order_id: u64) -> usize {
+    std::fs::read_to_string(dir.join(format!("hooks/{order_id}.runs")))
+        .map(|log| log.lines().filter(|l| *l == "start").count())
+        .unwrap_or(0)
+}
+
+fn leaf_key(pem: &str) -> Vec<u8> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("pem");
+    let certificate = block.parse_x509().expect("x509");
+    certificate.tbs_certificate.subject_pki.raw.to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_runs_the_hook_once_per_certificate_with_its_files_and_never_the_key() {
+    let sim = support::simulator(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ids: Vec<u64> = (201..=206).collect();
+    keygen_campaign(dir.path(), &sim, &ids).await;
+    std::fs::create_dir_all(dir.path().join("hooks")).expect("hooks dir");
+    std::fs::write(dir.path().join("hooks/fail-203"), "").expect("marker");
+    std::fs::write(dir.path().join("hooks/hang-204"), "").expect("marker");
+
+    let mut first = collect_with_hook(dir.path(), &sim, &["--hook-timeout", "1s"]);
+    first.env("SOME_COPY_OF_THE_KEY", support::KEY);
+    let out = output(first).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("order 203: deploy hook failed (exit 3)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("nginx: [emerg] cannot load certificate for order-203.example.com"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("order 204: deploy hook failed (timed out after 1s)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(support::KEY));
+
+    let root = std::fs::canonicalize(dir.path()).expect("canonical");
+    for id in &ids {
+        assert_eq!(hook_runs(dir.path(), *id), 1, "order {id}");
+        let env = std::fs::read_to_string(dir.path().join(format!("hooks/{id}.env"))).expect("env");
+        assert!(
+            !env.contains(support::KEY),
+            "order {id}: the key reached the hook"
+        );
+        assert!(!env.contains("DIGICERT_API_KEY"), "order {id}");
+        let var = |name: &str| {
+            env.lines()
+                .find_map(|line| line.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("order {id}: no {name} in\n{env}"))
+                .to_owned()
+        };
+        let cert_file = var("REISSUER_CERT_FILE");
+        let key_file = var("REISSUER_KEY_FILE");
+        assert_eq!(
+            std::fs::canonicalize(&cert_file).expect("cert"),
+            root.join(format!("certs/{id}.pem"))
+        );
+        assert_eq!(
+            std::fs::canonicalize(&key_file).expect("key"),
+            root.join(format!("campaign/{id}.key"))
+        );
+        let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(&key_file).expect("key"))
+            .expect("key parses");
+        let cert = std::fs::read_to_string(&cert_file).expect("cert");
+        assert_eq!(
+            leaf_key(&cert),
+            rcgen::PublicKeyData::subject_public_key_info(&key),
+            "order {id}: the key file does not hold the certificate's key"
+        );
+        let name = format!("order-{id}.example.com");
+        assert_eq!(var("REISSUER_ORDER_ID"), id.to_string());
+        assert_eq!(var("REISSUER_COMMON_NAME"), name);
+        assert_eq!(var("REISSUER_DNS_NAMES"), format!("{name} www.{name}"));
+    }
+    let mut status = reissuer(dir.path());
+    status.args(["status", "--json"]);
+    let runs: serde_json::Value =
+        serde_json::from_slice(&output(status).await.stdout).expect("json");
+    assert_eq!(runs[0]["rotation"]["downloaded"], 6, "{runs}");
+    assert_eq!(runs[0]["rotation"]["deployed"], 4, "{runs}");
+
+    // Fixed: the next collect runs only the two that failed.
+    std::fs::remove_file(dir.path().join("hooks/fail-203")).expect("fixed");
+    std::fs::remove_file(dir.path().join("hooks/hang-204")).expect("fixed");
+    let out = output(collect_with_hook(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for id in &ids {
+        let expected = if [203, 204].contains(id) { 2 } else { 1 };
+        assert_eq!(hook_runs(dir.path(), *id), expected, "order {id}");
+    }
+    // Everything deployed: a third collect runs nothing.
+    let out = output(collect_with_hook(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for id in &ids {
+        let expected = if [203, 204].contains(id) { 2 } else { 1 };
+        assert_eq!(hook_runs(dir.path(), *id), expected, "order {id}");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collect_killed_during_a_hook_runs_only_that_hook_again() {
+    let sim = support::simulator(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ids: Vec<u64> = (301..=306).collect();
+    keygen_campaign(dir.path(), &sim, &ids).await;
+    let mut cmd = collect_with_hook(dir.path(), &sim, &[]);
+    cmd.env("HOOK_PAUSE", "1")
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("spawns");
+    // Wait for the third hook to start, then kill -9 while it runs.
+    let started = std::time::Instant::now();
+    while ids
+        .iter()
+        .map(|id| hook_runs(dir.path(), *id))
+        .sum::<usize>()
+        < 3
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no progress"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+    // The hook running at the kill has started and not finished (it sleeps a second).
+    let log = |id: u64| std::fs::read_to_string(dir.path().join(format!("hooks/{id}.runs")));
+    let running: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|id| log(*id).is_ok_and(|log| log == "start\n"))
+        .collect();
+    assert_eq!(running.len(), 1, "one hook at a time");
+    assert_eq!(
+        ids.iter()
+            .filter(|id| hook_runs(dir.path(), **id) == 1)
+            .count(),
+        3,
+        "three hooks had started"
+    );
+
+    let mut again = collect_with_hook(dir.path(), &sim, &[]);
+    again.env("HOOK_PAUSE", "0");
+    let out = output(again).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let twice: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|id| hook_runs(dir.path(), *id) == 2)
+        .collect();
+    // The hook running at the kill ran again; the two finished before it did not.
+    assert_eq!(twice, running, "hooks run twice");
+    for id in &ids {
+        assert!((1..=2).contains(&hook_runs(dir.path(), *id)), "order {id}");
+    }
+    sim.shutdown().await;
+}
+
+/// Orders `waiting` (sent without skip_approval) and `skipping` (with it) in one manifest.
+fn approval_manifest(dir: &Path, waiting: &[u64], skipping: &[u64]) -> std::path::PathBuf {
+    support::tls_manifest(dir, []);
+    let mut csv = String::from(
+        "order_id,common_name,dns_names,csr_file,server_platform.id,signature_hash,skip_approval\n",
+    );
+    for (ids, skip) in [(waiting, false), (skipping, true)] {
+        for id in ids {
+            csv.push_str(&format!(
+                "{id},example.com,www.example.com,example.csr,2,sha256,{skip}\n"
+            ));
+        }
+    }
+    let path = dir.join("approvals.csv");
+    std::fs::write(&path, csv).expect("write manifest");
+    path
+}
+
+fn approve(dir: &Path, sim: &SimulatorHandle, extra: &[&str]) -> std::process::Command {
+    let mut cmd = reissuer(dir);
+    cmd.args([
+        "approve",
+        "--base-url",
+        &sim.base_url(),
+        "--rate",
+        "unlimited",
+    ])
+    .args(extra);
+    cmd
+}
+
+/// How many approvals of each order's request the simulator received (PUTs) and committed.
+fn approvals(sim: &SimulatorHandle, order_id: u64) -> (usize, usize) {
+    let ledger = sim.ledger();
+    let Some(request_id) = ledger
+        .accepted
+        .iter()
+        .find(|a| a.order_id == order_id)
+        .map(|a| a.request_id)
+    else {
+        return (0, 0);
+    };
+    let path = format!("/request/{request_id}/status");
+    let puts = ledger
+        .requests
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.ends_with(&path))
+        .count();
+    let committed = ledger
+        .approvals
+        .iter()
+        .filter(|a| a.request_id == request_id)
+        .count();
+    (puts, committed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_approves_each_waiting_request_once_and_a_second_approve_sends_nothing() {
+    let sim = support::simulator(Scenario {
+        approval_required: true,
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let waiting: Vec<u64> = (51..=58).collect();
+    let manifest = approval_manifest(dir.path(), &waiting, &[59, 60]);
+    let mut run = support::run_against(dir.path(), &manifest, &sim.base_url());
+    run.args(["--rate", "unlimited"]);
+    assert_eq!(output(run).await.status.code(), Some(0));
+    for id in &waiting {
+        assert_eq!(
+            order_status(&sim, *id).await,
+            "needs_approval",
+            "order {id}"
+        );
+    }
+
+    let out = output(approve(
+        dir.path(),
+        &sim,
+        &["--comment", "key rotation INC-4711"],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for id in &waiting {
+        assert_eq!(approvals(&sim, *id), (1, 1), "order {id}");
+        assert_eq!(order_status(&sim, *id).await, "issued", "order {id}");
+    }
+    for id in [59, 60] {
+        assert_eq!(approvals(&sim, id), (0, 0), "order {id} needed no approval");
+    }
+    assert!(
+        sim.ledger()
+            .approvals
+            .iter()
+            .all(|a| a.processor_comment.as_deref() == Some("key rotation INC-4711"))
+    );
+    let mut status = reissuer(dir.path());
+    status.args(["status", "--json"]);
+    let runs: serde_json::Value =
+        serde_json::from_slice(&output(status).await.stdout).expect("json");
+    assert_eq!(runs[0]["rotation"]["awaiting_approval"], 0, "{runs}");
+
+    let before = sim.ledger().requests.len();
+    let out = output(approve(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        sim.ledger().requests.len(),
+        before,
+        "a second approve sent something"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approve_killed_while_an_approval_is_answered_never_approves_twice() {
+    let sim = support::simulator(Scenario {
+        approval_required: true,
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let waiting: Vec<u64> = (61..=64).collect();
+    let manifest = approval_manifest(dir.path(), &waiting, &[]);
+    let mut run = support::run_against(dir.path(), &manifest, &sim.base_url());
+    run.args(["--rate", "unlimited"]);
+    assert_eq!(output(run).await.status.code(), Some(0));
+
+    // Every answer takes 2 s; the approval is committed before the wait.
+    sim.set_faults(Faults {
+        latency: std::time::Duration::from_secs(2),
+        ..Faults::default()
+    });
+    let mut cmd = approve(dir.path(), &sim, &["--concurrency", "1"]);
+    cmd.stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("spawns");
+    let started = std::time::Instant::now();
+    while sim.ledger().approvals.len() < 2 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no progress"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+    let in_flight = sim.ledger().approvals[1].order_id;
+    sim.set_faults(Faults::default());
+
+    let out = output(approve(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "order {in_flight}: approved by an earlier, interrupted approve"
+        )),
+        "{stderr}"
+    );
+    for id in &waiting {
+        assert_eq!(approvals(&sim, *id), (1, 1), "order {id}");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_checks_dcv_approves_and_deploys_with_a_hook() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut demo = reissuer(dir.path());
+    demo.args(["demo", "--journal"])
+        .arg(dir.path().join("demo.db"));
+    let out = output(demo).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for order in [1001, 1002, 1003] {
+        assert!(
+            stderr.contains(&format!("order {order}: domain control validated")),
+            "{stderr}"
+        );
+    }
+    for order in [1002, 1004, 1007] {
+        assert!(
+            stderr.contains(&format!("order {order}: request ")),
+            "{stderr}"
+        );
+    }
+    assert!(stderr.contains("would install "), "{stderr}");
+    assert!(
+        stderr.contains("deploy hook: 5 certificate(s) deployed, 0 failed"),
+        "{stderr}"
+    );
 }

@@ -51,6 +51,21 @@ pub fn tls_manifest(dir: &Path, order_ids: impl IntoIterator<Item = u64>) -> Pat
     path
 }
 
+/// Environment variables that change where requests go or whom they trust.
+pub const NETWORK_VARIABLES: [&str; 11] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REISSUER_CA_FILE",
+];
+
 /// The binary with the test key in its environment and the journal in `dir`.
 pub fn reissuer(dir: &Path) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_reissuer"));
@@ -59,6 +74,10 @@ pub fn reissuer(dir: &Path) -> std::process::Command {
         .env_remove("DIGICERT_BASE_URL")
         .env_remove("RUST_LOG")
         .current_dir(dir);
+    // The machine's proxies and trust settings are not the test's: a test sets what it needs.
+    for name in NETWORK_VARIABLES {
+        cmd.env_remove(name);
+    }
     cmd
 }
 

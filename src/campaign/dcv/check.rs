@@ -19,8 +19,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiError, Client, DcvCheck, Disposition};
-use crate::journal::{DcvWaiting, Journal, JournalError, NameStatus};
+use crate::api::{ApiError, Client, DcvCheck, Disposition, UntrustedServer};
+use crate::journal::{DcvWaiting, Journal, JournalError, NameStatus, SentRequest};
 use crate::limiter::Limiter;
 
 const FIRST_INTERVAL: Duration = Duration::from_secs(2);
@@ -78,6 +78,9 @@ pub enum DcvCheckError {
     /// CertCentral refused the key.
     #[error("CertCentral refused the credentials ({0})")]
     Credentials(String),
+    /// The server's certificate is not trusted (an [`ApiError::Untrusted`]).
+    #[error("cannot reach CertCentral")]
+    Untrusted(#[source] ApiError),
     /// The journal failed.
     #[error("journal failure while checking DCV")]
     Journal(#[from] JournalError),
@@ -101,6 +104,8 @@ pub(crate) enum Verdict {
     /// 429/503: every request waits; checked again next round.
     Throttled(Option<Duration>),
     Credentials(String),
+    /// The server's certificate is not trusted: nothing gets through; stop.
+    Untrusted(Box<UntrustedServer>),
     /// No answer or a 5xx: checked again next round.
     Again(String),
     /// Another rejection (no such order, not a token order, …): reported, not checked again by
@@ -112,6 +117,7 @@ pub(crate) enum Verdict {
 pub(crate) fn verdict(result: Result<DcvCheck, ApiError>) -> Verdict {
     let err = match result {
         Ok(check) => return verdict_of_answer(check),
+        Err(ApiError::Untrusted(server)) => return Verdict::Untrusted(server),
         Err(err) => err,
     };
     match err.disposition() {
@@ -212,7 +218,8 @@ struct NewToken {
 struct Checked {
     token: Option<NewToken>,
     verdict: Verdict,
-    requests: u64,
+    /// The requests made, for the journal (they seed the next command's rate windows).
+    sent: Vec<SentRequest>,
 }
 
 /// Checks the run's orders that await DCV until none does, the wait is over, or `cancel`.
@@ -242,7 +249,10 @@ pub async fn check(
         let round_started = Instant::now();
         for (item, checked) in run_round(items, client, limiter, options.concurrency, cancel).await
         {
-            summary.requests += checked.requests;
+            summary.requests += checked.sent.len() as u64;
+            for request in &checked.sent {
+                journal.record_request(request).await?;
+            }
             record(journal, &item, checked, &mut summary, &mut refused).await?;
         }
         summary.interrupted = cancel.is_cancelled();
@@ -337,6 +347,9 @@ async fn record(
             tracing::warn!("order {}: {why}; checked again", item.order_id);
         }
         Verdict::Credentials(why) => return Err(DcvCheckError::Credentials(why)),
+        Verdict::Untrusted(server) => {
+            return Err(DcvCheckError::Untrusted(ApiError::Untrusted(server)));
+        }
     }
     Ok(())
 }
@@ -423,7 +436,7 @@ async fn check_one(item: &DcvWaiting, client: &Client, limiter: &Limiter) -> Che
     let mut checked = Checked {
         token: None,
         verdict: Verdict::Again("not checked".into()),
-        requests: 0,
+        sent: Vec::new(),
     };
     if needs_new_token(item, OffsetDateTime::now_utc()) {
         match fetch_token(item, client, limiter, &mut checked).await {
@@ -434,9 +447,11 @@ async fn check_one(item: &DcvWaiting, client: &Client, limiter: &Limiter) -> Che
             }
         }
     }
-    limiter.acquire().await;
-    checked.requests += 1;
-    checked.verdict = verdict(client.check_dcv(item.order_id).await);
+    let permit = limiter.acquire().await;
+    let result = client.check_dcv(item.order_id).await;
+    let sent = crate::campaign::sent("check_dcv", Some(item.order_id), permit.end(), &result);
+    checked.sent.push(sent);
+    checked.verdict = verdict(result);
     if let Verdict::Throttled(wait) = checked.verdict {
         limiter.pause_for(wait.unwrap_or(Duration::from_secs(5)));
     }
@@ -456,9 +471,16 @@ async fn fetch_token(
     limiter: &Limiter,
     checked: &mut Checked,
 ) -> Result<NewToken, Verdict> {
-    limiter.acquire().await;
-    checked.requests += 1;
-    match client.dcv_random_value(item.order_id).await {
+    let permit = limiter.acquire().await;
+    let result = client.dcv_random_value(item.order_id).await;
+    let sent = crate::campaign::sent(
+        "dcv_random_value",
+        Some(item.order_id),
+        permit.end(),
+        &result,
+    );
+    checked.sent.push(sent);
+    match result {
         Ok(token) => match token.dcv_random_value {
             Some(value) if !value.is_empty() => Ok(NewToken {
                 value,
@@ -538,6 +560,17 @@ mod tests {
         assert!(matches!(verdict(status(401, &[])), Verdict::Credentials(_)));
         assert_eq!(verdict(status(429, &[])), Verdict::Throttled(None));
         assert!(matches!(verdict(status(500, &[])), Verdict::Again(_)));
+        let untrusted = ApiError::Untrusted(Box::new(UntrustedServer {
+            host: "www.digicert.com".into(),
+            refusal: crate::api::Refusal::UnknownIssuer,
+            reason: "invalid peer certificate: UnknownIssuer".into(),
+            subject: None,
+            issuer: None,
+            chain_issuer: None,
+            not_after: None,
+            trusted: Vec::new(),
+        }));
+        assert!(matches!(verdict(Err(untrusted)), Verdict::Untrusted(_)));
         assert!(matches!(
             verdict(status(502, &["invalid_dns_txt"])),
             Verdict::Again(_)

@@ -137,6 +137,10 @@ pub(crate) fn after_lookup(
         Verdict::Credentials => Decision::new(changes)
             .with(Effect::Stop(StopReason::CredentialsRefused))
             .noting(Note::Decided),
+        // The lookup never reached CertCentral: the item keeps its state for the next run.
+        Verdict::Untrusted(_) => Decision::new(changes)
+            .with(Effect::Stop(StopReason::Untrusted))
+            .noting(Note::Decided),
         Verdict::NoContact { .. } if facts.outage => {
             // CertCentral is down: this says nothing about the item, and counts as no try. It
             // is looked up again once CertCentral answers (the breaker holds it till then).

@@ -59,6 +59,7 @@ pub(super) enum Kind {
     Accepted,
     Pause,
     StopCredentials,
+    StopUntrusted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +102,7 @@ pub(super) fn shape(decision: &Decision) -> Shape {
         Effect::Accepted => Kind::Accepted,
         Effect::Pause(_) => Kind::Pause,
         Effect::Stop(StopReason::CredentialsRefused) => Kind::StopCredentials,
+        Effect::Stop(StopReason::Untrusted) => Kind::StopUntrusted,
         Effect::Stop(other) => panic!("a decision stopped for {other:?}"),
     };
     let note = match decision.note {
@@ -172,7 +174,7 @@ fn every_class_of_answer_with_and_without_attempts_left() {
     );
     let (nothing, may_arrive) = (NoteKind::Nothing, NoteKind::MayArrive);
     #[rustfmt::skip]
-    let cases: [Case; 14] = [
+    let cases: [Case; 15] = [
         // (answer, with attempts left, on the last attempt)
         ("201", accepted, expect(Succeeded, Nothing, accepted_, nothing), expect(Succeeded, Nothing, accepted_, nothing)),
         ("400", || status(400, None), expect(Failed, Nothing, none, nothing), expect(Failed, Nothing, none, nothing)),
@@ -188,6 +190,8 @@ fn every_class_of_answer_with_and_without_attempts_left() {
         ("answer lost", || transport(Disposition::Reconcile, true), expect(Uncertain, LookUpLater, none, may_arrive), expect(Uncertain, LookUpLater, none, may_arrive)),
         ("unreadable 2xx", || transport(Disposition::Reconcile, false), expect(Uncertain, LookUpLater, none, nothing), expect(Uncertain, LookUpLater, none, nothing)),
         ("never left", || transport(Disposition::Unreachable, false), expect(Pending, SendNow, none, nothing), expect(Pending, SendNow, none, nothing)),
+        // The handshake refused the server's certificate: never left, and no retry can help.
+        ("certificate refused", || transport(Disposition::StopUntrusted, false), expect(Pending, Nothing, Kind::StopUntrusted, nothing), expect(Pending, Nothing, Kind::StopUntrusted, nothing)),
     ];
     for (name, answer, with_left, on_last) in cases {
         for (attempts, expected) in [(1, with_left), (i64::from(MAX_ATTEMPTS), on_last)] {

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinError;
 
 use super::{Dispatcher, Done};
-use crate::api::{Disposition, Reach};
+use crate::api::{ApiError, Disposition, Reach};
 use crate::events::RunnerEvent;
 use crate::journal::{Change, ItemState, Outcome, WorkItem};
 use crate::runner::decide::{self, Answer, Decision, Effect, LookupFacts, Policy, SendFacts};
@@ -36,13 +36,25 @@ impl Dispatcher<'_> {
                         Ok(_) => (Reach::Answered, None),
                         Err(err) => (err.reach(), Some(err.brief())),
                     };
+                    let refused = match &sent.result {
+                        Err(ApiError::Untrusted(server)) => {
+                            self.refused(server);
+                            true
+                        }
+                        _ => false,
+                    };
                     let answer = Answer::from(sent.result);
                     // A throttled send is never charged, whatever the breaker makes of it.
                     let charged = !matches!(
                         &answer,
                         Answer::Refused(refusal) if matches!(refusal.disposition, Disposition::Pause(_))
                     );
-                    let outage = self.observe(reach, (item.order_id, item.id), charged, cause);
+                    // A refused certificate says nothing about whether CertCentral is up: it is
+                    // kept from the breaker (the decision stops the run).
+                    let outage = match refused {
+                        true => self.contact.outage.is_down(),
+                        false => self.observe(reach, (item.order_id, item.id), charged, cause),
+                    };
                     self.contact.answered |= match &answer {
                         Answer::Accepted(_) => true,
                         Answer::Refused(refusal) => refusal.http_status.is_some(),
@@ -85,7 +97,14 @@ impl Dispatcher<'_> {
                         }
                         _ => (Reach::Answered, None),
                     };
-                    let outage = self.observe(reach, (item.order_id, item_id), true, cause);
+                    let outage = match &verdict {
+                        // Says nothing about whether CertCentral is up: not for the breaker.
+                        Verdict::Untrusted(server) => {
+                            self.refused(server);
+                            self.contact.outage.is_down()
+                        }
+                        _ => self.observe(reach, (item.order_id, item_id), true, cause),
+                    };
                     // What the lookup saw is as old as its start.
                     let looked_at = OffsetDateTime::now_utc() - record.duration;
                     let facts = LookupFacts {

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Dispatcher, Done};
 use crate::api::{ApiError, Reach};
 use crate::events::{RunnerEvent, StopReason};
-use crate::journal::JournalError;
+use crate::journal::{JournalError, SentRequest};
+use crate::limiter::Timing;
 use crate::runner::breaker::{Breaker, Change, Policy, Signal};
 use crate::runner::worker;
 
@@ -103,16 +104,35 @@ impl Dispatcher<'_> {
     }
 
     /// The probe ended (`None`: the run stopped before it left).
-    pub(super) fn probed(&mut self, result: Option<Result<(), ApiError>>) {
-        let Some(result) = result else {
+    pub(super) fn probed(&mut self, result: Option<(Result<(), ApiError>, Timing)>) {
+        let Some((result, timing)) = result else {
             return;
         };
         self.requests += 1;
+        if let Err(ApiError::Untrusted(server)) = &result {
+            // Not an outage after all, or no longer one: waiting will not make it trusted.
+            self.refused(server);
+            self.raise_stop(StopReason::Untrusted);
+            return;
+        }
         let (reach, cause) = match &result {
             Ok(()) => (Reach::Answered, None),
             Err(err) => (err.reach(), Some(err.brief())),
         };
         let order_id = self.contact.outage.probe_order.unwrap_or_default();
+        // Counted in the next process's windows like every request.
+        self.unflushed
+            .push(crate::journal::Change::Request(SentRequest {
+                kind: "probe",
+                order_id: Some(order_id),
+                started_at: timing.admitted_at,
+                finished_at: timing.ended_at,
+                http_status: match &result {
+                    Ok(()) => Some(200),
+                    Err(err) => err.http_status(),
+                },
+                outcome: cause.clone().unwrap_or_else(|| "answered".to_owned()),
+            }));
         let signal = signal(reach, order_id, None);
         let change = self
             .contact

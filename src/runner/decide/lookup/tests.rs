@@ -101,6 +101,18 @@ fn every_lookup_verdict_in_each_state_it_can_meet() {
         NoteKind::Decided,
     );
     let undecided = || Verdict::Undecided("HTTP 500".into());
+    let untrusted = || {
+        Verdict::Untrusted(Box::new(crate::api::UntrustedServer {
+            host: "www.digicert.com".into(),
+            refusal: crate::api::Refusal::UnknownIssuer,
+            reason: "invalid peer certificate: UnknownIssuer".into(),
+            subject: None,
+            issuer: Some("CN=Example Corp Inspection CA".into()),
+            chain_issuer: None,
+            not_after: None,
+            trusted: Vec::new(),
+        }))
+    };
     let p = policy;
     #[rustfmt::skip]
     let cases: Vec<Case> = vec![
@@ -127,6 +139,9 @@ fn every_lookup_verdict_in_each_state_it_can_meet() {
         ("throttled", Verdict::Throttled(Some(Duration::from_secs(2))), Uncertain, 1, facts(), p(), no_move(LookUpNow, pause, nothing)),
         ("credentials", Verdict::Credentials, InFlight, 1, facts(), p(), no_move(Nothing, stop, decided)),
         ("credentials", Verdict::Credentials, Uncertain, 1, facts(), p(), no_move(Nothing, stop, decided)),
+        // The lookup never reached CertCentral: the item keeps its state for the next run.
+        ("certificate refused", untrusted(), InFlight, 1, facts(), p(), no_move(Nothing, Kind::StopUntrusted, decided)),
+        ("certificate refused", untrusted(), Uncertain, 1, facts(), p(), no_move(Nothing, Kind::StopUntrusted, decided)),
         ("undecided", undecided(), InFlight, 1, facts(), p(), expect(Uncertain, LookUpLater, none, tried)),
         ("undecided", undecided(), Uncertain, 1, facts(), p(), no_move(LookUpLater, none, tried)),
         ("undecided, last try", undecided(), InFlight, 1, last_try, p(), expect(Uncertain, Nothing, none, decided)),
