@@ -529,7 +529,7 @@ fn init_tracing(format: LogFormat, color: ColorChoice) {
 
 /// The refused server certificate, when that is what stopped the command: from whichever
 /// command, wrapped in whatever error.
-fn untrusted_server(err: &anyhow::Error) -> Option<&crate::api::UntrustedServer> {
+pub(crate) fn untrusted_server(err: &anyhow::Error) -> Option<&crate::api::UntrustedServer> {
     err.chain().find_map(|cause| {
         cause
             .downcast_ref::<crate::api::UntrustedServer>()

@@ -43,11 +43,17 @@ pub(crate) async fn plan_and_send(
             stop,
             unreachable_since,
             requests,
-        }) if !args.fill_from_order => (None, Some((stop, unreachable_since, requests))),
-        Ok(Preflight::Unidentified { stop, .. }) => {
+            untrusted,
+        }) if !args.fill_from_order => (None, Some((stop, unreachable_since, requests, untrusted))),
+        Ok(Preflight::Unidentified {
+            stop, untrusted, ..
+        }) => {
             journal.close().await;
             if !journal_existed {
                 remove_journal_files(journal_path);
+            }
+            if let Some(server) = untrusted {
+                eprintln!("error: {}", server.explain());
             }
             eprintln!(
                 "{}: nothing planned or sent (--fill-from-order needs CertCentral)",
@@ -159,7 +165,7 @@ pub(crate) async fn plan_and_send(
     for error in &invalid {
         tracing::warn!("recorded as invalid: {error}");
     }
-    if let Some((stop, unreachable_since, requests)) = unidentified {
+    if let Some((stop, unreachable_since, requests, untrusted)) = unidentified {
         let since = unreachable_since.and_then(|at| {
             at.format(&time::format_description::well_known::Rfc3339)
                 .ok()
@@ -176,12 +182,13 @@ pub(crate) async fn plan_and_send(
             unreachable_since,
             settled: 0,
             settling: None,
-            untrusted: None,
+            untrusted,
         };
         eprint!(
             "{}",
             crate::progress::summary(run_id, &summary, journal.path())
         );
+        send::explain_untrusted(&summary);
         journal.close().await;
         return Ok(match stop {
             StopReason::Interrupted => Exit::Interrupted,

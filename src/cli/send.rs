@@ -200,6 +200,8 @@ pub(crate) enum Preflight {
         unreachable_since: Option<time::OffsetDateTime>,
         /// Requests the preflight made.
         requests: u64,
+        /// The server certificate that was refused, when that stopped it.
+        untrusted: Option<crate::api::UntrustedServer>,
     },
 }
 
@@ -228,14 +230,27 @@ pub(crate) async fn preflight(
     let requests = u64::try_from(attempts.len()).unwrap_or(u64::MAX);
     match asked {
         Some(Ok(identity)) => Ok(Preflight::Identified(identity)),
-        Some(Err(err)) => match outage_of(&err) {
-            Some(since) => Ok(Preflight::Unidentified {
-                stop: StopReason::Unreachable,
-                unreachable_since: Some(since),
-                requests,
-            }),
-            None => Err(err),
-        },
+        Some(Err(err)) => {
+            // Not an outage, but the run is planned all the same, every order pending, so that
+            // `resume` goes on once the certificate is trusted.
+            if let Some(server) = super::untrusted_server(&err) {
+                return Ok(Preflight::Unidentified {
+                    stop: StopReason::Unreachable,
+                    unreachable_since: None,
+                    requests,
+                    untrusted: Some(server.clone()),
+                });
+            }
+            match outage_of(&err) {
+                Some(since) => Ok(Preflight::Unidentified {
+                    stop: StopReason::Unreachable,
+                    unreachable_since: Some(since),
+                    requests,
+                    untrusted: None,
+                }),
+                None => Err(err),
+            }
+        }
         None => Ok(Preflight::Unidentified {
             stop: StopReason::Interrupted,
             // The first try that found no CertCentral (no answer, or a 5xx other than 503).
@@ -247,6 +262,7 @@ pub(crate) async fn preflight(
                 })
                 .map(|a| a.started_at),
             requests,
+            untrusted: None,
         }),
     }
 }
@@ -360,6 +376,12 @@ pub(crate) async fn execute(
         "{}",
         crate::progress::summary(run_id, &summary, journal.path())
     );
+    explain_untrusted(&summary);
+    Ok(exit_for(&summary))
+}
+
+/// When a refused server certificate stopped the run: whose it is, and how to trust it.
+pub(crate) fn explain_untrusted(summary: &runner::RunSummary) {
     if let Some(server) = &summary.untrusted {
         eprintln!(
             "error: {}\nNo request left for it; unsent orders are still pending (reissuer resume \
@@ -367,7 +389,6 @@ pub(crate) async fn execute(
             server.explain()
         );
     }
-    Ok(exit_for(&summary))
 }
 
 fn exit_for(summary: &runner::RunSummary) -> Exit {
