@@ -569,7 +569,7 @@ async fn outage(
 fn process(
     shared: &Shared,
     exchange: &mut Exchange,
-    key_check: Result<(), KeyRefusal>,
+    key_check: Result<Role, KeyRefusal>,
     route: Route,
     query: Option<&str>,
     read: ReadBody,
@@ -595,14 +595,15 @@ fn decide(
     shared: &Shared,
     state: &mut State,
     now_us: u64,
-    key_check: Result<(), KeyRefusal>,
+    key_check: Result<Role, KeyRefusal>,
     route: Route,
     query: Option<&str>,
     read: ReadBody,
 ) -> Outcome {
-    if let Err(refused) = key_check {
-        return Outcome::Answer(refused.response());
-    }
+    let role = match key_check {
+        Ok(role) => role,
+        Err(refused) => return Outcome::Answer(refused.response()),
+    };
     if state.key_revoked {
         return Outcome::Answer(KeyRefusal::Wrong.response());
     }
@@ -679,6 +680,13 @@ fn decide(
                     vec![ApiError::bad_request_format()],
                 ));
             };
+            if role == Role::User {
+                return Outcome::Answer(refused(&Refusal {
+                    status: 403,
+                    code: "access_denied|missing_permission".into(),
+                    message: "Only an administrator or a manager may approve a request.".into(),
+                }));
+            }
             match state.set_request_status(shared, request_id, body, now_us) {
                 Ok(()) => Outcome::Answer(no_content()),
                 Err(refusal) => Outcome::Answer(refused(&refusal)),
@@ -796,13 +804,30 @@ impl KeyRefusal {
     }
 }
 
-fn check_key(scenario: &Scenario, headers: &HeaderMap) -> Result<(), KeyRefusal> {
+/// The role of the user whose key a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// An administrator or a manager: may do everything, approvals included.
+    Approver,
+    /// A standard user ([`Scenario::user_keys`]): may not approve requests.
+    User,
+}
+
+fn check_key(scenario: &Scenario, headers: &HeaderMap) -> Result<Role, KeyRefusal> {
     match headers.get("x-dc-devkey") {
         None => Err(KeyRefusal::Missing),
         Some(sent) if sent.is_empty() => Err(KeyRefusal::Empty),
+        Some(sent)
+            if scenario
+                .user_keys
+                .iter()
+                .any(|k| sent.as_bytes() == k.as_bytes()) =>
+        {
+            Ok(Role::User)
+        }
         Some(sent) => match &scenario.api_key {
             Some(expected) if sent.as_bytes() != expected.as_bytes() => Err(KeyRefusal::Wrong),
-            _ => Ok(()),
+            _ => Ok(Role::Approver),
         },
     }
 }

@@ -541,6 +541,54 @@ async fn approve_approves_each_waiting_request_once_and_a_second_approve_sends_n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standard_users_key_stops_approve_with_exit_4_and_approves_nothing() {
+    const USER_KEY: &str = "standard-user-key-3b9e-do-not-print";
+    let sim = support::simulator(Scenario {
+        approval_required: true,
+        user_keys: vec![USER_KEY.to_owned()],
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let waiting: Vec<u64> = (71..=73).collect();
+    let manifest = approval_manifest(dir.path(), &waiting, &[]);
+    let mut run = support::run_against(dir.path(), &manifest, &sim.base_url());
+    run.args(["--rate", "unlimited"]);
+    assert_eq!(output(run).await.status.code(), Some(0));
+
+    let mut cmd = approve(dir.path(), &sim, &["--concurrency", "1"]);
+    cmd.env("DIGICERT_API_KEY", USER_KEY);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Administrator or Manager"), "{stderr}");
+    assert!(!text(&out).contains(USER_KEY), "the key was printed");
+    assert!(sim.ledger().approvals.is_empty(), "a user's key approved");
+    let refused = sim
+        .ledger()
+        .requests
+        .iter()
+        .filter(|r| r.method == "PUT" && r.status == 403)
+        .count();
+    assert_eq!(refused, 1, "approve went on after the first refusal");
+
+    // The administrator's key approves each request once: the refusal left nothing behind.
+    let out = output(approve(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for id in &waiting {
+        assert_eq!(order_status(&sim, *id).await, "issued", "order {id}");
+        let committed = sim
+            .ledger()
+            .approvals
+            .iter()
+            .filter(|a| a.order_id == *id)
+            .count();
+        assert_eq!(committed, 1, "order {id}");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approve_killed_while_an_approval_is_answered_never_approves_twice() {
     let sim = support::simulator(Scenario {
         approval_required: true,
