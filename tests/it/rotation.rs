@@ -665,3 +665,88 @@ async fn demo_checks_dcv_approves_and_deploys_with_a_hook() {
         "{stderr}"
     );
 }
+
+/// The run's `rotation` counts from `status --json`, and its line from `status`, in order
+/// awaiting DCV, awaiting approval, issued, downloaded, deployed.
+async fn rotation(dir: &Path) -> ([u64; 5], String) {
+    let mut json = reissuer(dir);
+    json.args(["status", "--run", "1", "--json"]);
+    let out = output(json).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let counts = [
+        "awaiting_dcv",
+        "awaiting_approval",
+        "issued",
+        "downloaded",
+        "deployed",
+    ]
+    .map(|key| runs[0]["rotation"][key].as_u64().expect("a count"));
+    let mut plain = reissuer(dir);
+    plain.args(["status", "--run", "1"]);
+    let out = output(plain).await;
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("rotation: ").map(str::to_owned))
+        .unwrap_or_default();
+    (counts, line)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_follows_a_run_from_dcv_and_approval_to_deployed() {
+    let sim = support::simulator(Scenario {
+        approval_required: true,
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_orders(
+        dir.path(),
+        &sim,
+        81..=84,
+        &["--set", "dcv_method=dns-txt-token"],
+    )
+    .await;
+    let (counts, line) = rotation(dir.path()).await;
+    assert_eq!(counts[0], 4, "every token awaits DCV: {line}");
+    assert_eq!(counts[2..], [0, 0, 0], "{line}");
+
+    publish(&sim, 81);
+    publish(&sim, 82);
+    let out = output(dcv_check(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // collect finds every request waiting for approval, and nothing issued.
+    let out = output(collect_with_hook(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let (counts, line) = rotation(dir.path()).await;
+    assert_eq!(counts, [2, 4, 0, 0, 0], "{line}");
+    assert_eq!(
+        line,
+        "2 awaiting DCV, 4 awaiting approval, 0 issued, 0 downloaded, 0 deployed"
+    );
+
+    let out = output(approve(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (counts, line) = rotation(dir.path()).await;
+    assert_eq!(counts, [2, 0, 0, 0, 0], "{line}");
+
+    // The two validated and approved are issued, downloaded and deployed; two still await DCV.
+    let out = output(collect_with_hook(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let (counts, line) = rotation(dir.path()).await;
+    assert_eq!(counts, [2, 0, 2, 2, 2], "{line}");
+
+    publish(&sim, 83);
+    publish(&sim, 84);
+    let out = output(dcv_check(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = output(collect_with_hook(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (counts, line) = rotation(dir.path()).await;
+    assert_eq!(counts, [0, 0, 4, 4, 4], "{line}");
+    assert_eq!(
+        line,
+        "0 awaiting DCV, 0 awaiting approval, 4 issued, 4 downloaded, 4 deployed"
+    );
+    sim.shutdown().await;
+}
