@@ -38,6 +38,12 @@ pub struct SimulateArgs {
     )]
     pub api_key: Option<ApiKey>,
 
+    /// The key of a standard user, repeatable: accepted like --api-key, but it may not approve
+    /// requests (PUT /request/{id}/status answers 403 access_denied|missing_permission): only
+    /// an administrator's or a manager's key may.
+    #[arg(long = "user-key", value_name = "KEY", value_parser = parse_api_key)]
+    pub user_keys: Vec<ApiKey>,
+
     /// A rolling quota, N requests per DURATION (for example 100/5s); repeat to enforce several
     /// at once. Requests over it get 429 request_limit_exceeded. Default: unlimited.
     #[arg(long = "rate", value_name = "N/DURATION")]
@@ -158,6 +164,11 @@ impl SimulateArgs {
     pub fn scenario(&self) -> Scenario {
         Scenario {
             api_key: self.api_key.as_ref().map(|key| key.expose().to_owned()),
+            user_keys: self
+                .user_keys
+                .iter()
+                .map(|key| key.expose().to_owned())
+                .collect(),
             quotas: self.rates.clone(),
             retry_after: self.retry_after,
             missing_orders: self.missing_orders.clone(),
@@ -406,6 +417,7 @@ mod tests {
         let args = parse(&[
             "--listen=127.0.0.1:0",
             "--api-key=flag-key",
+            "--user-key=user-flag-key",
             "--rate=100/5s",
             "--rate=1000/5m",
             "--retry-after=2s",
@@ -431,10 +443,12 @@ mod tests {
         .expect("valid flags");
         assert!(
             !format!("{args:?}").contains("flag-key"),
-            "Debug redacts the key"
+            "Debug redacts the keys"
         );
         let scenario = args.scenario();
+        assert!(!format!("{scenario:?}").contains("flag-key"));
         assert_eq!(scenario.api_key.as_deref(), Some("flag-key"));
+        assert_eq!(scenario.user_keys, ["user-flag-key"]);
         assert_eq!(scenario.quotas.len(), 2);
         assert_eq!(scenario.quotas[1].window, Duration::from_secs(300));
         assert_eq!(scenario.retry_after, Some(Duration::from_secs(2)));

@@ -36,6 +36,17 @@ pub(crate) fn caller(scenario: &Scenario, sent: &[u8]) -> Option<Caller> {
             role: other.role,
         });
     }
+    if let Some(i) = scenario
+        .user_keys
+        .iter()
+        .position(|key| key.as_bytes() == sent)
+    {
+        return Some(Caller {
+            account_id: scenario.account_id.unwrap_or(DEFAULT_ACCOUNT_ID),
+            user_id: FIRST_USER_ID + 1 + offset(scenario.other_keys.len() + i),
+            role: Role::StandardUser,
+        });
+    }
     match &scenario.api_key {
         Some(expected) if expected.as_bytes() != sent => None,
         _ => Some(Caller {

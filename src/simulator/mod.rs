@@ -70,8 +70,12 @@ pub const DEFAULT_ACCOUNT_ID: u64 = 1_234_567;
 /// How the simulated CertCentral account behaves.
 #[derive(Clone, Default)]
 pub struct Scenario {
-    /// The only `X-DC-DEVKEY` accepted; `None` accepts any non-empty key.
+    /// The only `X-DC-DEVKEY` accepted (besides `user_keys`); `None` accepts any non-empty key.
+    /// Its user is an administrator.
     pub api_key: Option<String>,
+    /// Keys of standard users: accepted for everything but approving a request, which only an
+    /// administrator or a manager may do (403 `access_denied|missing_permission`).
+    pub user_keys: Vec<String>,
     /// Rolling windows, all enforced at once; empty means unlimited.
     pub quotas: Vec<crate::config::Quota>,
     /// `Retry-After` sent with 429 and 503 (whole seconds, rounded up); `None` sends none.
@@ -154,6 +158,11 @@ pub enum Role {
 }
 
 impl Role {
+    /// Administrators and managers may approve requests; the other roles get a 403.
+    pub fn may_approve(self) -> bool {
+        matches!(self, Role::Administrator | Role::Manager)
+    }
+
     pub const ALL: [Role; 5] = [
         Role::Administrator,
         Role::LimitedUser,
@@ -215,6 +224,10 @@ impl fmt::Debug for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scenario")
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "user_keys",
+                &format_args!("<{} redacted>", self.user_keys.len()),
+            )
             .field("quotas", &self.quotas)
             .field("retry_after", &self.retry_after)
             .field("missing_orders", &self.missing_orders)

@@ -707,6 +707,13 @@ fn decide(
                     vec![ApiError::bad_request_format()],
                 ));
             };
+            if !caller.role.may_approve() {
+                return Outcome::Answer(refused(&Refusal {
+                    status: 403,
+                    code: "access_denied|missing_permission".into(),
+                    message: "Only an administrator or a manager may approve a request.".into(),
+                }));
+            }
             match state.set_request_status(shared, request_id, body, now_us) {
                 Ok(()) => Outcome::Answer(no_content()),
                 Err(refusal) => Outcome::Answer(refused(&refusal)),

@@ -541,6 +541,54 @@ async fn approve_approves_each_waiting_request_once_and_a_second_approve_sends_n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standard_users_key_stops_approve_with_exit_4_and_approves_nothing() {
+    const USER_KEY: &str = "standard-user-key-3b9e-do-not-print";
+    let sim = support::simulator(Scenario {
+        approval_required: true,
+        user_keys: vec![USER_KEY.to_owned()],
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let waiting: Vec<u64> = (71..=73).collect();
+    let manifest = approval_manifest(dir.path(), &waiting, &[]);
+    let mut run = support::run_against(dir.path(), &manifest, &sim.base_url());
+    run.args(["--rate", "unlimited"]);
+    assert_eq!(output(run).await.status.code(), Some(0));
+
+    let mut cmd = approve(dir.path(), &sim, &["--concurrency", "1"]);
+    cmd.env("DIGICERT_API_KEY", USER_KEY);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Administrator or Manager"), "{stderr}");
+    assert!(!text(&out).contains(USER_KEY), "the key was printed");
+    assert!(sim.ledger().approvals.is_empty(), "a user's key approved");
+    let refused = sim
+        .ledger()
+        .requests
+        .iter()
+        .filter(|r| r.method == "PUT" && r.status == 403)
+        .count();
+    assert_eq!(refused, 1, "approve went on after the first refusal");
+
+    // The administrator's key approves each request once: the refusal left nothing behind.
+    let out = output(approve(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for id in &waiting {
+        assert_eq!(order_status(&sim, *id).await, "issued", "order {id}");
+        let committed = sim
+            .ledger()
+            .approvals
+            .iter()
+            .filter(|a| a.order_id == *id)
+            .count();
+        assert_eq!(committed, 1, "order {id}");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approve_killed_while_an_approval_is_answered_never_approves_twice() {
     let sim = support::simulator(Scenario {
         approval_required: true,
@@ -616,4 +664,89 @@ async fn demo_checks_dcv_approves_and_deploys_with_a_hook() {
         stderr.contains("deploy hook: 5 certificate(s) deployed, 0 failed"),
         "{stderr}"
     );
+}
+
+/// The run's `rotation` counts from `status --json`, and its line from `status`, in order
+/// awaiting DCV, awaiting approval, issued, downloaded, deployed.
+async fn rotation(dir: &Path) -> ([u64; 5], String) {
+    let mut json = reissuer(dir);
+    json.args(["status", "--run", "1", "--json"]);
+    let out = output(json).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let counts = [
+        "awaiting_dcv",
+        "awaiting_approval",
+        "issued",
+        "downloaded",
+        "deployed",
+    ]
+    .map(|key| runs[0]["rotation"][key].as_u64().expect("a count"));
+    let mut plain = reissuer(dir);
+    plain.args(["status", "--run", "1"]);
+    let out = output(plain).await;
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("rotation: ").map(str::to_owned))
+        .unwrap_or_default();
+    (counts, line)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_follows_a_run_from_dcv_and_approval_to_deployed() {
+    let sim = support::simulator(Scenario {
+        approval_required: true,
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_orders(
+        dir.path(),
+        &sim,
+        81..=84,
+        &["--set", "dcv_method=dns-txt-token"],
+    )
+    .await;
+    let (counts, line) = rotation(dir.path()).await;
+    assert_eq!(counts[0], 4, "every token awaits DCV: {line}");
+    assert_eq!(counts[2..], [0, 0, 0], "{line}");
+
+    publish(&sim, 81);
+    publish(&sim, 82);
+    let out = output(dcv_check(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // collect finds every request waiting for approval, and nothing issued.
+    let out = output(collect_with_hook(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let (counts, line) = rotation(dir.path()).await;
+    assert_eq!(counts, [2, 4, 0, 0, 0], "{line}");
+    assert_eq!(
+        line,
+        "2 awaiting DCV, 4 awaiting approval, 0 issued, 0 downloaded, 0 deployed"
+    );
+
+    let out = output(approve(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (counts, line) = rotation(dir.path()).await;
+    assert_eq!(counts, [2, 0, 0, 0, 0], "{line}");
+
+    // The two validated and approved are issued, downloaded and deployed; two still await DCV.
+    let out = output(collect_with_hook(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let (counts, line) = rotation(dir.path()).await;
+    assert_eq!(counts, [2, 0, 2, 2, 2], "{line}");
+
+    publish(&sim, 83);
+    publish(&sim, 84);
+    let out = output(dcv_check(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = output(collect_with_hook(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (counts, line) = rotation(dir.path()).await;
+    assert_eq!(counts, [0, 0, 4, 4, 4], "{line}");
+    assert_eq!(
+        line,
+        "0 awaiting DCV, 0 awaiting approval, 4 issued, 4 downloaded, 4 deployed"
+    );
+    sim.shutdown().await;
 }
