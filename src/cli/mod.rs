@@ -46,8 +46,9 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// The SQLite journal that records runs, orders and every request [default: reissuer.db;
-    /// for `demo`, one in a new temporary directory].
+    /// The journal that records runs, orders and every request: a SQLite file [default:
+    /// reissuer.db; for `demo`, one in a new temporary directory], or a PostgreSQL database
+    /// (`postgres://USER@HOST/DB`) that several hosts may share.
     #[arg(long, global = true, env = "REISSUER_JOURNAL")]
     pub journal: Option<PathBuf>,
 

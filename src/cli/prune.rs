@@ -57,7 +57,9 @@ fn parse_cutoff(text: &str) -> Result<String, String> {
 
 pub(crate) async fn prune(cli: &Cli, args: &PruneArgs) -> anyhow::Result<Exit> {
     let path = cli.journal_path();
-    if !path.exists() {
+    // A PostgreSQL journal has no file to check or measure.
+    let journal_is_file = crate::journal::Engine::of(&path) == crate::journal::Engine::Sqlite;
+    if journal_is_file && !path.exists() {
         return Err(UsageError(format!(
             "no journal at {} (set --journal or REISSUER_JOURNAL)",
             path.display()
@@ -105,7 +107,7 @@ pub(crate) async fn prune(cli: &Cli, args: &PruneArgs) -> anyhow::Result<Exit> {
     }
     if outcome.pruned.is_empty() {
         writeln!(out, "nothing to remove")?;
-    } else if !args.dry_run {
+    } else if !args.dry_run && journal_is_file {
         let size_after = file_size(&path);
         writeln!(
             out,

@@ -62,7 +62,7 @@ impl Journal {
             "SELECT i.id, i.order_id, coalesce(a.request_id, i.request_id), a.state,
                     i.first_sent_at
              FROM items i LEFT JOIN approvals a ON a.item_id = i.id
-             WHERE i.run_id = ? AND i.state = 'succeeded' AND i.downloaded_at IS NULL
+             WHERE i.run_id = $1 AND i.state = 'succeeded' AND i.downloaded_at IS NULL
              AND coalesce(i.issue_status, '') <> 'issued'
              AND coalesce(a.state, 'waiting') IN ('waiting', 'sending')
              ORDER BY i.id",
@@ -94,7 +94,7 @@ impl Journal {
         let now = now_text();
         sqlx::query(
             "INSERT INTO approvals (item_id, request_id, state, comment, sent_at, updated_at)
-             VALUES (?, ?, 'sending', ?, ?, ?)
+             VALUES ($1, $2, 'sending', $3, $4, $5)
              ON CONFLICT (item_id) DO UPDATE SET request_id = excluded.request_id,
                  state = 'sending', comment = excluded.comment, sent_at = excluded.sent_at,
                  updated_at = excluded.updated_at, http_status = NULL, error = NULL",
@@ -120,7 +120,7 @@ impl Journal {
     ) -> Result<(), JournalError> {
         sqlx::query(
             "INSERT INTO approvals (item_id, request_id, state, updated_at, http_status, error)
-             VALUES (?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (item_id) DO UPDATE SET
                  request_id = coalesce(excluded.request_id, approvals.request_id),
                  state = excluded.state, updated_at = excluded.updated_at,
@@ -130,7 +130,7 @@ impl Journal {
         .bind(request_id)
         .bind(state.as_str())
         .bind(now_text())
-        .bind(http_status)
+        .bind(http_status.map(i64::from))
         .bind(error)
         .execute(&self.pool)
         .await?;

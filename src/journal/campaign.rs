@@ -39,7 +39,7 @@ impl Journal {
     pub async fn order_facts(&self, order_id: u64) -> Result<Option<OrderFacts>, JournalError> {
         let row: Option<FactsRow> = sqlx::query_as(
             "SELECT common_name, dns_names, server_platform_id, signature_hash
-             FROM order_facts WHERE order_id = ?",
+             FROM order_facts WHERE order_id = $1",
         )
         .bind(i64::try_from(order_id).unwrap_or(i64::MAX))
         .fetch_optional(&self.pool)
@@ -60,9 +60,13 @@ impl Journal {
         facts: &OrderFacts,
     ) -> Result<(), JournalError> {
         sqlx::query(
-            "INSERT OR REPLACE INTO order_facts
+            "INSERT INTO order_facts
                  (order_id, fetched_at, common_name, dns_names, server_platform_id, signature_hash)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (order_id) DO UPDATE SET fetched_at = excluded.fetched_at,
+                 common_name = excluded.common_name, dns_names = excluded.dns_names,
+                 server_platform_id = excluded.server_platform_id,
+                 signature_hash = excluded.signature_hash",
         )
         .bind(i64::try_from(order_id).unwrap_or(i64::MAX))
         .bind(now_text())
@@ -80,10 +84,10 @@ impl Journal {
     pub async fn collectable(&self, run_id: i64) -> Result<Vec<Collectable>, JournalError> {
         Ok(sqlx::query_as(
             "SELECT id, order_id, payload, issue_status, issued_certificate_id FROM items
-             WHERE id IN (SELECT id FROM items WHERE run_id = ?1 AND state = 'succeeded'
-                          UNION ALL SELECT success_id FROM skipped_items WHERE run_id = ?1
+             WHERE id IN (SELECT id FROM items WHERE run_id = $1 AND state = 'succeeded'
+                          UNION ALL SELECT success_id FROM skipped_items WHERE run_id = $1
                           UNION ALL SELECT skipped_for FROM items
-                              WHERE run_id = ?1 AND state = 'skipped')
+                              WHERE run_id = $1 AND state = 'skipped')
              AND state = 'succeeded' AND downloaded_at IS NULL ORDER BY id",
         )
         .bind(run_id)
@@ -100,9 +104,9 @@ impl Journal {
         certificate_id: Option<u64>,
     ) -> Result<(), JournalError> {
         sqlx::query(
-            "UPDATE items SET issue_status = ?,
-                    issued_certificate_id = coalesce(?, issued_certificate_id), updated_at = ?
-             WHERE id = ? AND state = 'succeeded'",
+            "UPDATE items SET issue_status = $1,
+                    issued_certificate_id = coalesce($2, issued_certificate_id), updated_at = $3
+             WHERE id = $4 AND state = 'succeeded'",
         )
         .bind(status)
         .bind(certificate_id.and_then(|id| i64::try_from(id).ok()))
@@ -117,9 +121,9 @@ impl Journal {
     pub async fn record_download(&self, item_id: i64, file: &str) -> Result<(), JournalError> {
         let now = now_text();
         sqlx::query(
-            "UPDATE items SET issue_status = 'issued', certificate_file = ?, downloaded_at = ?,
-                    updated_at = ?
-             WHERE id = ? AND state = 'succeeded'",
+            "UPDATE items SET issue_status = 'issued', certificate_file = $1, downloaded_at = $2,
+                    updated_at = $3
+             WHERE id = $4 AND state = 'succeeded'",
         )
         .bind(file)
         .bind(&now)
@@ -133,14 +137,15 @@ impl Journal {
     pub async fn collection(&self, run_id: i64) -> Result<Collection, JournalError> {
         let (downloaded, issued, awaiting): (i64, i64, i64) = sqlx::query_as(
             "SELECT
-                 coalesce(sum(downloaded_at IS NOT NULL), 0),
-                 coalesce(sum(downloaded_at IS NULL AND issue_status = 'issued'), 0),
-                 coalesce(sum(downloaded_at IS NULL AND coalesce(issue_status, '') <> 'issued'), 0)
+                 count(*) FILTER (WHERE downloaded_at IS NOT NULL),
+                 count(*) FILTER (WHERE downloaded_at IS NULL AND issue_status = 'issued'),
+                 count(*) FILTER (WHERE downloaded_at IS NULL
+                                  AND coalesce(issue_status, '') <> 'issued')
              FROM items
-             WHERE id IN (SELECT id FROM items WHERE run_id = ?1 AND state = 'succeeded'
-                          UNION ALL SELECT success_id FROM skipped_items WHERE run_id = ?1
+             WHERE id IN (SELECT id FROM items WHERE run_id = $1 AND state = 'succeeded'
+                          UNION ALL SELECT success_id FROM skipped_items WHERE run_id = $1
                           UNION ALL SELECT skipped_for FROM items
-                              WHERE run_id = ?1 AND state = 'skipped')
+                              WHERE run_id = $1 AND state = 'skipped')
              AND state = 'succeeded'",
         )
         .bind(run_id)

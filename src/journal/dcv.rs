@@ -37,7 +37,7 @@ impl Journal {
             "SELECT id, order_id, payload, dcv_random_value, dcv_token_expires_at, first_sent_at,
                     dcv_error
              FROM items
-             WHERE run_id = ? AND state = 'succeeded' AND downloaded_at IS NULL
+             WHERE run_id = $1 AND state = 'succeeded' AND downloaded_at IS NULL
              AND coalesce(issue_status, '') <> 'issued'
              AND coalesce(dcv_status, '') <> 'validated'
              AND (dcv_random_value IS NOT NULL
@@ -62,8 +62,8 @@ impl Journal {
         let now = now_text();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE items SET dcv_status = ?, dcv_checked_at = ?, dcv_error = ?, updated_at = ?
-             WHERE id = ? AND state = 'succeeded'",
+            "UPDATE items SET dcv_status = $1, dcv_checked_at = $2, dcv_error = $3, updated_at = $4
+             WHERE id = $5 AND state = 'succeeded'",
         )
         .bind(if validated { "validated" } else { "waiting" })
         .bind(&now)
@@ -74,7 +74,7 @@ impl Journal {
         .await?;
         for name in names {
             sqlx::query(
-                "INSERT INTO dcv_names (item_id, dns_name, status, checked_at) VALUES (?, ?, ?, ?)
+                "INSERT INTO dcv_names (item_id, dns_name, status, checked_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (item_id, dns_name)
                  DO UPDATE SET status = excluded.status, checked_at = excluded.checked_at",
             )
@@ -98,8 +98,8 @@ impl Journal {
         expires_at: Option<&str>,
     ) -> Result<(), JournalError> {
         sqlx::query(
-            "UPDATE items SET dcv_random_value = ?, dcv_token_expires_at = ?, updated_at = ?
-             WHERE id = ? AND state = 'succeeded'",
+            "UPDATE items SET dcv_random_value = $1, dcv_token_expires_at = $2, updated_at = $3
+             WHERE id = $4 AND state = 'succeeded'",
         )
         .bind(value)
         .bind(expires_at)
@@ -113,7 +113,7 @@ impl Journal {
     /// The names of an item as its checks reported them, in name order.
     pub async fn dcv_names(&self, item_id: i64) -> Result<Vec<NameStatus>, JournalError> {
         Ok(sqlx::query_as(
-            "SELECT dns_name, status FROM dcv_names WHERE item_id = ? ORDER BY dns_name",
+            "SELECT dns_name, status FROM dcv_names WHERE item_id = $1 ORDER BY dns_name",
         )
         .bind(item_id)
         .fetch_all(&self.pool)

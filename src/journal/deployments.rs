@@ -20,7 +20,7 @@ impl Journal {
         Ok(sqlx::query_as(
             "SELECT i.id AS item_id, i.order_id, i.certificate_file FROM items i
              LEFT JOIN deployments d ON d.item_id = i.id
-             WHERE i.run_id = ? AND i.state = 'succeeded' AND i.downloaded_at IS NOT NULL
+             WHERE i.run_id = $1 AND i.state = 'succeeded' AND i.downloaded_at IS NOT NULL
              AND i.certificate_file IS NOT NULL AND coalesce(d.state, '') <> 'deployed'
              ORDER BY i.id",
         )
@@ -34,7 +34,7 @@ impl Journal {
         Ok(sqlx::query_as(
             "SELECT i.id AS item_id, i.order_id, i.certificate_file FROM items i
              LEFT JOIN deployments d ON d.item_id = i.id
-             WHERE i.id = ? AND i.state = 'succeeded' AND i.downloaded_at IS NOT NULL
+             WHERE i.id = $1 AND i.state = 'succeeded' AND i.downloaded_at IS NOT NULL
              AND i.certificate_file IS NOT NULL AND coalesce(d.state, '') <> 'deployed'",
         )
         .bind(item_id)
@@ -46,7 +46,7 @@ impl Journal {
     pub async fn mark_deploying(&self, item_id: i64) -> Result<(), JournalError> {
         let now = now_text();
         sqlx::query(
-            "INSERT INTO deployments (item_id, state, runs, started_at) VALUES (?, 'running', 1, ?)
+            "INSERT INTO deployments (item_id, state, runs, started_at) VALUES ($1, 'running', 1, $2)
              ON CONFLICT (item_id) DO UPDATE SET state = 'running', runs = runs + 1,
                  started_at = excluded.started_at, finished_at = NULL, exit_status = NULL,
                  output_tail = NULL
@@ -68,8 +68,8 @@ impl Journal {
         output_tail: &str,
     ) -> Result<(), JournalError> {
         sqlx::query(
-            "UPDATE deployments SET state = ?, finished_at = ?, exit_status = ?, output_tail = ?
-             WHERE item_id = ? AND state = 'running'",
+            "UPDATE deployments SET state = $1, finished_at = $2, exit_status = $3, output_tail = $4
+             WHERE item_id = $5 AND state = 'running'",
         )
         .bind(if deployed { "deployed" } else { "failed" })
         .bind(now_text())

@@ -2,33 +2,33 @@
 //! runner and the report need. Every state change names the prior state in its SQL.
 
 use serde::Serialize;
-use sqlx::{FromRow, Sqlite, Transaction};
+use sqlx::{Any, FromRow, Transaction};
 
 use super::{ItemState, Journal, JournalError, now_text};
 
 // "Already succeeded" means: the same order, the identical payload, `succeeded` in a run
-// against the same account (through whatever base URL) as run `?1`/`?2`. The two statements below say it the
+// against the same account (through whatever base URL) as run `$1`/`$2`. The two statements below say it the
 // same way; keep them in step.
 
-/// For each `[order_id, payload_digest]` of the JSON array `?2` (by index): the newest success
-/// of that order and payload against run `?1`'s account, or NULL.
+/// For each `[order_id, payload_digest]` of the JSON array `$2` (by index): the newest success
+/// of that order and payload against run `$1`'s account, or NULL.
 pub(super) const SUCCESSES_OF_KEYS: &str = "SELECT j.key, (
          SELECT max(s.id) FROM items s
-         WHERE s.order_id = j.value ->> 0 AND s.payload_digest = j.value ->> 1
+         WHERE s.order_id = CAST(j.value ->> 0 AS BIGINT) AND s.payload_digest = j.value ->> 1
          AND s.state = 'succeeded'
-         AND s.run_id IN (SELECT other_run_id FROM same_account WHERE run_id = ?1))
-     FROM json_each(?2) j";
+         AND s.run_id IN (SELECT other_run_id FROM same_account WHERE run_id = $1))
+     FROM json_each($2) j";
 
-/// Run `?2`'s pending items become `skipped`, naming the success they stand for, where the
+/// Run `$2`'s pending items become `skipped`, naming the success they stand for, where the
 /// identical payload for the same order succeeded meanwhile (in another run against the same
-/// account); `?1` is the time.
+/// account); `$1` is the time.
 const SKIP_ALREADY_SUCCEEDED: &str =
-    "UPDATE items SET state = 'skipped', updated_at = ?1, skipped_for = done.success_id
+    "UPDATE items SET state = 'skipped', updated_at = $1, skipped_for = done.success_id
      FROM (SELECT p.id AS item_id, max(s.id) AS success_id
            FROM items p JOIN items s ON s.order_id = p.order_id
                AND s.payload_digest = p.payload_digest AND s.state = 'succeeded'
-           WHERE p.run_id = ?2 AND p.state = 'pending'
-           AND s.run_id IN (SELECT other_run_id FROM same_account WHERE run_id = ?2)
+           WHERE p.run_id = $2 AND p.state = 'pending'
+           AND s.run_id IN (SELECT other_run_id FROM same_account WHERE run_id = $2)
            GROUP BY p.id) AS done
      WHERE items.id = done.item_id AND items.state = 'pending'";
 
@@ -179,20 +179,20 @@ impl Journal {
             // unknown in another run of the account — sending it could reissue twice — and an
             // order a newer run of the account has taken over, whose payload here may be stale.
             "SELECT id, run_id, order_id, payload, attempts, first_sent_at, updated_at FROM items
-             WHERE run_id = ?1 AND state = 'pending' AND id > ?2
+             WHERE run_id = $1 AND state = 'pending' AND id > $2
              AND NOT EXISTS (
-                 SELECT 1 FROM items o WHERE o.order_id = items.order_id AND o.run_id <> ?1
-                 AND o.run_id IN (SELECT other_run_id FROM same_account WHERE run_id = ?1)
+                 SELECT 1 FROM items o WHERE o.order_id = items.order_id AND o.run_id <> $1
+                 AND o.run_id IN (SELECT other_run_id FROM same_account WHERE run_id = $1)
                  AND (o.state IN ('in_flight', 'uncertain')
-                      OR (o.run_id > ?1 AND o.state <> 'invalid')))
+                      OR (o.run_id > $1 AND o.state <> 'invalid')))
              AND NOT EXISTS (
-                 SELECT 1 FROM skipped_items k WHERE k.order_id = items.order_id AND k.run_id > ?1
-                 AND k.run_id IN (SELECT other_run_id FROM same_account WHERE run_id = ?1))
-             ORDER BY id LIMIT ?3",
+                 SELECT 1 FROM skipped_items k WHERE k.order_id = items.order_id AND k.run_id > $1
+                 AND k.run_id IN (SELECT other_run_id FROM same_account WHERE run_id = $1))
+             ORDER BY id LIMIT $3",
         )
         .bind(run_id)
         .bind(after_id)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?)
     }
@@ -212,7 +212,7 @@ impl Journal {
                      WHERE a.item_id = i.id AND a.kind = 'reissue' ORDER BY a.id DESC LIMIT 1)
              FROM items i
              WHERE i.state IN ('in_flight', 'uncertain')
-             AND i.run_id IN (SELECT other_run_id FROM same_account WHERE run_id = ?)
+             AND i.run_id IN (SELECT other_run_id FROM same_account WHERE run_id = $1)
              ORDER BY i.id",
         )
         .bind(run_id)
@@ -269,8 +269,8 @@ impl Journal {
     pub async fn requeue_failed(&self, run_id: i64, all: bool) -> Result<u64, JournalError> {
         let done = sqlx::query(
             "UPDATE items SET state = 'pending', attempts = 0, failure_kind = NULL,
-                    first_sent_at = NULL, updated_at = ?
-             WHERE run_id = ? AND state = 'failed' AND (? OR failure_kind = 'transient')",
+                    first_sent_at = NULL, updated_at = $1
+             WHERE run_id = $2 AND state = 'failed' AND ($3 OR failure_kind = 'transient')",
         )
         .bind(now_text())
         .bind(run_id)
@@ -297,13 +297,13 @@ impl Journal {
                         coalesce(i.certificate_file, s.certificate_file) AS certificate_file,
                         s.run_id AS from_run, i.id AS seq
                  FROM items i LEFT JOIN items s ON s.id = i.skipped_for
-                 WHERE i.run_id = ?1
+                 WHERE i.run_id = $1
                  UNION ALL
                  SELECT k.order_id, 'skipped', 0, NULL, NULL, NULL, s.request_id,
                         s.certificate_id, s.dcv_random_value, k.line, s.issue_status,
                         s.certificate_file, s.run_id, NULL
                  FROM skipped_items k LEFT JOIN items s ON s.id = k.success_id
-                 WHERE k.run_id = ?1)
+                 WHERE k.run_id = $1) AS rows
              ORDER BY line, seq",
         )
         .bind(run_id)
@@ -315,7 +315,7 @@ impl Journal {
     pub async fn dcv_items(&self, run_id: i64) -> Result<Vec<DcvItem>, JournalError> {
         Ok(sqlx::query_as(
             "SELECT order_id, payload, dcv_random_value FROM items
-             WHERE run_id = ? AND dcv_random_value IS NOT NULL ORDER BY line, id",
+             WHERE run_id = $1 AND dcv_random_value IS NOT NULL ORDER BY line, id",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
@@ -325,7 +325,7 @@ impl Journal {
     /// Total HTTP requests recorded for the run (reissues and lookups).
     pub async fn request_count(&self, run_id: i64) -> Result<u64, JournalError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM attempts a JOIN items i ON a.item_id = i.id WHERE i.run_id = ?",
+            "SELECT count(*) FROM attempts a JOIN items i ON a.item_id = i.id WHERE i.run_id = $1",
         )
         .bind(run_id)
         .fetch_one(&self.pool)
@@ -337,7 +337,7 @@ impl Journal {
 /// `pending` → `in_flight` for every item of `ids`, each with a new attempt row (in the order
 /// given); fails naming the first item that was not `pending`.
 async fn mark_in_flight(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'static, Any>,
     ids: &[i64],
     now: &str,
 ) -> Result<(), JournalError> {
@@ -347,8 +347,8 @@ async fn mark_in_flight(
     let list = serde_json::to_string(ids).unwrap_or_default();
     let updated: Vec<i64> = sqlx::query_scalar(
         "UPDATE items SET state = 'in_flight', attempts = attempts + 1,
-                first_sent_at = coalesce(first_sent_at, ?1), updated_at = ?1
-         WHERE id IN (SELECT value FROM json_each(?2)) AND state = 'pending'
+                first_sent_at = coalesce(first_sent_at, $1), updated_at = $1
+         WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each($2)) AND state = 'pending'
          RETURNING id",
     )
     .bind(now)
@@ -373,8 +373,8 @@ async fn mark_in_flight(
     }
     sqlx::query(
         "INSERT INTO attempts (item_id, attempt, kind, started_at)
-         SELECT i.id, i.attempts, 'reissue', ?1
-         FROM json_each(?2) AS j JOIN items AS i ON i.id = j.value ORDER BY j.key",
+         SELECT i.id, i.attempts, 'reissue', $1
+         FROM json_each($2) AS j JOIN items AS i ON i.id = CAST(j.value AS BIGINT) ORDER BY j.key",
     )
     .bind(now)
     .bind(&list)
@@ -384,7 +384,7 @@ async fn mark_in_flight(
 }
 
 async fn apply_one(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'static, Any>,
     change: &Change,
     now: &str,
 ) -> Result<(), JournalError> {
@@ -404,15 +404,17 @@ async fn apply_one(
                 });
             }
             let updated = sqlx::query(
-                "UPDATE items SET state = ?, http_status = ?, error_code = ?, error_message = ?,
-                        request_id = coalesce(?, request_id),
-                        certificate_id = coalesce(?, certificate_id),
-                        dcv_random_value = coalesce(?, dcv_random_value),
-                        failure_kind = ?, attempts = max(0, attempts - ?), updated_at = ?
-                 WHERE id = ? AND state = ?",
+                "UPDATE items SET state = $1, http_status = $2, error_code = $3, error_message = $4,
+                        request_id = coalesce($5, request_id),
+                        certificate_id = coalesce($6, certificate_id),
+                        dcv_random_value = coalesce($7, dcv_random_value),
+                        failure_kind = $8,
+                        attempts = CASE WHEN attempts > $9 THEN attempts - $9 ELSE 0 END,
+                        updated_at = $10
+                 WHERE id = $11 AND state = $12",
             )
             .bind(to.as_str())
-            .bind(outcome.http_status)
+            .bind(outcome.http_status.map(i64::from))
             .bind(&outcome.error_code)
             .bind(&outcome.error_message)
             .bind(outcome.request_id.and_then(|id| i64::try_from(id).ok()))
@@ -436,12 +438,12 @@ async fn apply_one(
             sqlx::query(
                 // The newest open attempt only: an older one left open by a crash keeps its
                 // unknown outcome rather than taking this one's.
-                "UPDATE attempts SET finished_at = ?, http_status = ?, outcome = ?, duration_ms = ?
+                "UPDATE attempts SET finished_at = $1, http_status = $2, outcome = $3, duration_ms = $4
                  WHERE id = (SELECT max(id) FROM attempts
-                             WHERE item_id = ? AND kind = 'reissue' AND finished_at IS NULL)",
+                             WHERE item_id = $5 AND kind = 'reissue' AND finished_at IS NULL)",
             )
             .bind(now)
-            .bind(http_status)
+            .bind(http_status.map(i64::from))
             .bind(outcome)
             .bind(i64::try_from(*duration_ms).unwrap_or(i64::MAX))
             .bind(item_id)
@@ -461,13 +463,13 @@ async fn apply_one(
             sqlx::query(
                 "INSERT INTO attempts (item_id, attempt, kind, started_at, finished_at,
                                        duration_ms, http_status, outcome)
-                 SELECT id, attempts, ?, ?, ?, ?, ?, ? FROM items WHERE id = ?",
+                 SELECT id, attempts, $1, $2, $3, $4, $5, $6 FROM items WHERE id = $7",
             )
             .bind(kind)
             .bind(now)
             .bind(now)
             .bind(i64::try_from(*duration_ms).unwrap_or(i64::MAX))
-            .bind(http_status)
+            .bind(http_status.map(i64::from))
             .bind(outcome)
             .bind(item_id)
             .execute(&mut **tx)

@@ -1,8 +1,21 @@
-//! The SQLite journal: open, lock, migrate; runs, items and attempts. Knows no HTTP.
+//! The journal: open, lock, migrate; runs, items and attempts. Knows no HTTP.
 //!
-//! One process writes a journal at a time (a lock file beside it), through one connection, in
-//! WAL mode with `synchronous = FULL`: a committed `in_flight` mark is on disk before the request
-//! it announces is sent.
+//! Two engines, one design. A file path is a SQLite journal (the embedded default); a
+//! `postgres://` URL is a journal in PostgreSQL, which several hosts may share. Both are reached
+//! through sqlx's `Any` driver, so every statement below is written once and runs on both:
+//! placeholders are `$1`, `$2`, ... (SQLite reads them too), integers are cast where a value
+//! comes out of JSON, and counts of rows meeting a condition are `count(*) FILTER (WHERE ...)`.
+//! The few SQLite functions the statements use (`json_each` over an array, `json_extract`) are
+//! defined by PostgreSQL's first migration with the same meaning. What cannot be shared is
+//! the schema's history: SQLite's migrations are `migrations/*.sql` (unchanged since journals
+//! exist), PostgreSQL's are `migrations/postgres/*.sql`, starting from today's schema; a new
+//! migration needs its twin there. The rest that differs (locking, `PRAGMA`s, `VACUUM`) is
+//! behind [`Engine`].
+//!
+//! SQLite: one process writes a journal at a time (a lock file beside it), through one
+//! connection, in WAL mode with `synchronous = FULL`: a committed `in_flight` mark is on disk
+//! before the request it announces is sent. PostgreSQL: many processes may open the journal;
+//! a committed mark is durable once the commit returns.
 
 mod approvals;
 mod campaign;
@@ -19,11 +32,9 @@ use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor, Row};
 
 pub use approvals::{ApprovalItem, ApprovalState};
 pub use campaign::{Collectable, Collection, OrderFacts};
@@ -40,6 +51,30 @@ pub use state::ItemState;
 const APPLICATION_ID: i64 = 0x5253_5352;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// PostgreSQL's schema; its first migration is SQLite's schema as it stood when PostgreSQL came.
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database holds the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// A file, one writing process at a time.
+    Sqlite,
+    /// A PostgreSQL database, shared by processes on several hosts.
+    Postgres,
+}
+
+impl Engine {
+    /// PostgreSQL for a `postgres://` or `postgresql://` URL, SQLite for anything else.
+    pub fn of(location: &Path) -> Self {
+        let text = location.to_string_lossy();
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Engine::Postgres
+        } else {
+            Engine::Sqlite
+        }
+    }
+}
 
 /// Everything that can go wrong with the journal file.
 #[derive(Debug, thiserror::Error)]
@@ -106,15 +141,20 @@ pub enum JournalError {
 
 /// An open journal.
 pub struct Journal {
-    pool: SqlitePool,
+    pool: AnyPool,
+    engine: Engine,
+    /// The file, or the URL without its password.
     path: PathBuf,
     _lock: Option<File>,
 }
 
 impl Journal {
     /// Opens (creating if needed) a journal for writing: takes the lock, checks the file is
-    /// ours and sound, applies the schema.
+    /// ours and sound, applies the schema. A `postgres://` URL opens a PostgreSQL journal.
     pub async fn open(path: &Path) -> Result<Self, JournalError> {
+        if Engine::of(path) == Engine::Postgres {
+            return Self::open_postgres(path, true).await;
+        }
         let lock = take_lock(path)?;
         let existed = check_file(path)?;
         if !existed {
@@ -135,6 +175,7 @@ impl Journal {
         restrict_permissions(path);
         Ok(Self {
             pool,
+            engine: Engine::Sqlite,
             path: path.to_owned(),
             _lock: Some(lock),
         })
@@ -142,6 +183,9 @@ impl Journal {
 
     /// Opens an existing journal to read (status, report) while a run may be writing it.
     pub async fn open_read_only(path: &Path) -> Result<Self, JournalError> {
+        if Engine::of(path) == Engine::Postgres {
+            return Self::open_postgres(path, false).await;
+        }
         if !check_file(path)? {
             return Err(JournalError::Missing {
                 path: path.to_owned(),
@@ -151,18 +195,61 @@ impl Journal {
         verify_database(&pool, path).await?;
         Ok(Self {
             pool,
+            engine: Engine::Sqlite,
             path: path.to_owned(),
             _lock: None,
         })
     }
 
+    /// Connects to a PostgreSQL journal; for writing, applies the schema (sqlx serialises
+    /// processes migrating at once with an advisory lock). Nothing is locked: which process
+    /// sends for an account is decided by its lease.
+    async fn open_postgres(url: &Path, write: bool) -> Result<Self, JournalError> {
+        let shown = PathBuf::from(redact_url(&url.to_string_lossy()));
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            // "relation already exists, skipping" and the like are not news for a user.
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("SET client_min_messages = warning")
+                        .await
+                        .map(drop)
+                })
+            })
+            .connect(&url.to_string_lossy())
+            .await?;
+        verify_postgres(&pool, &shown, write).await?;
+        if write {
+            POSTGRES_MIGRATOR
+                .run(&pool)
+                .await
+                .map_err(|source| JournalError::Migrate {
+                    path: shown.clone(),
+                    source,
+                })?;
+        }
+        Ok(Self {
+            pool,
+            engine: Engine::Postgres,
+            path: shown,
+            _lock: None,
+        })
+    }
+
+    /// The file, or for PostgreSQL the URL without its password.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Which database holds the journal.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
     /// Checkpoints the WAL and closes the connection.
     pub async fn close(self) {
-        if self._lock.is_some() {
+        if self._lock.is_some() && self.engine == Engine::Sqlite {
             let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(&self.pool)
                 .await;
@@ -253,22 +340,39 @@ fn restrict_permissions(path: &Path) {
     }
 }
 
-async fn connect(path: &Path, read_only: bool) -> Result<SqlitePool, JournalError> {
-    let options = SqliteConnectOptions::from_str("sqlite:")?
-        .filename(path)
-        .create_if_missing(false)
-        .read_only(read_only)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10));
+async fn connect(path: &Path, read_only: bool) -> Result<AnyPool, JournalError> {
+    sqlx::any::install_default_drivers();
+    let absolute = std::path::absolute(path).map_err(|source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    // SQLite's URL form: the path percent-encoded, the rest as connection pragmas below.
+    let file_url = url::Url::from_file_path(&absolute).map_err(|()| JournalError::Io {
+        path: path.to_owned(),
+        source: std::io::Error::other("not an absolute path"),
+    })?;
+    let mode = if read_only { "ro" } else { "rw" };
+    let url = format!(
+        "sqlite://{}?mode={mode}",
+        file_url.as_str().trim_start_matches("file://")
+    );
     // One connection: one writer, and statements stay prepared on it.
-    let pool = SqlitePoolOptions::new()
+    let pool = AnyPoolOptions::new()
         .max_connections(1)
         .min_connections(1)
         .idle_timeout(None)
         .max_lifetime(None)
-        .connect_with(options)
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                )
+                .await
+                .map(drop)
+            })
+        })
+        .connect(&url)
         .await
         .map_err(|err| classify_open_error(path, err))?;
     Ok(pool)
@@ -287,7 +391,7 @@ fn classify_open_error(path: &Path, err: sqlx::Error) -> JournalError {
 }
 
 /// Checks an existing file is a sound reissuer journal of a schema this version knows.
-async fn verify_database(pool: &SqlitePool, path: &Path) -> Result<(), JournalError> {
+async fn verify_database(pool: &AnyPool, path: &Path) -> Result<(), JournalError> {
     let corrupt = |err: sqlx::Error| JournalError::Corrupt {
         path: path.to_owned(),
         detail: err.to_string(),
@@ -332,6 +436,58 @@ async fn verify_database(pool: &SqlitePool, path: &Path) -> Result<(), JournalEr
             known,
         }),
         _ => Ok(()),
+    }
+}
+
+/// Refuses a PostgreSQL database that holds other tables but no reissuer journal, or a journal
+/// of a newer schema; a read-only command also needs the journal to exist.
+async fn verify_postgres(pool: &AnyPool, path: &Path, write: bool) -> Result<(), JournalError> {
+    let (tables, journal): (i64, bool) = sqlx::query_as(
+        "SELECT count(*), coalesce(bool_or(table_name = 'runs'), FALSE)
+         FROM information_schema.tables WHERE table_schema = current_schema()",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !journal {
+        return match (tables, write) {
+            (0, true) => Ok(()),
+            (0, false) => Err(JournalError::Missing {
+                path: path.to_owned(),
+            }),
+            _ => Err(JournalError::NotAJournal {
+                path: path.to_owned(),
+            }),
+        };
+    }
+    let known = POSTGRES_MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0);
+    let found: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+        .fetch_one(pool)
+        .await
+        .ok()
+        .flatten();
+    match found {
+        Some(found) if found > known => Err(JournalError::NewerSchema {
+            path: path.to_owned(),
+            found,
+            known,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The URL as it may be shown: without a password.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "(a PostgreSQL URL that does not parse)".to_owned(),
     }
 }
 

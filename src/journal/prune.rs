@@ -77,8 +77,8 @@ impl Journal {
                               SELECT 1 FROM skipped_items k WHERE k.order_id = i.order_id
                               AND k.run_id > i.run_id)))) AS open
              FROM runs r
-             WHERE (?1 IS NULL OR r.created_at < ?1)
-             AND r.id NOT IN (SELECT id FROM runs ORDER BY id DESC LIMIT ?2)
+             WHERE ($1 IS NULL OR r.created_at < $1)
+             AND r.id NOT IN (SELECT id FROM runs ORDER BY id DESC LIMIT $2)
              ORDER BY r.id",
         )
         .bind(&selection.before)
@@ -116,11 +116,11 @@ impl Journal {
             let (items, attempts, skipped, kept_successes): (i64, i64, i64, i64) =
                 sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT
-                         (SELECT count(*) FROM items WHERE run_id = ?1 AND id NOT IN {kept}),
+                         (SELECT count(*) FROM items WHERE run_id = $1 AND id NOT IN {kept}),
                          (SELECT count(*) FROM attempts WHERE item_id IN (
-                              SELECT id FROM items WHERE run_id = ?1 AND id NOT IN {kept})),
-                         (SELECT count(*) FROM skipped_items WHERE run_id = ?1),
-                         (SELECT count(*) FROM items WHERE run_id = ?1 AND id IN {kept})"
+                              SELECT id FROM items WHERE run_id = $1 AND id NOT IN {kept})),
+                         (SELECT count(*) FROM skipped_items WHERE run_id = $1),
+                         (SELECT count(*) FROM items WHERE run_id = $1 AND id IN {kept})"
                 )))
                 .bind(candidate.id)
                 .bind(&ids)
@@ -140,7 +140,7 @@ impl Journal {
             tx.rollback().await?;
             return Ok(outcome);
         }
-        let pruning = "(SELECT value FROM json_each(?2))";
+        let pruning = "(SELECT CAST(value AS BIGINT) FROM json_each($2))";
         for statement in [
             format!(
                 "DELETE FROM attempts WHERE item_id IN (
@@ -153,7 +153,7 @@ impl Journal {
                  AND NOT EXISTS (SELECT 1 FROM items WHERE items.run_id = runs.id)"
             ),
             // What is left of a pruned run: the successes later runs stand for.
-            format!("UPDATE runs SET pruned_at = ?1, updated_at = ?1 WHERE id IN {pruning}"),
+            format!("UPDATE runs SET pruned_at = $1, updated_at = $1 WHERE id IN {pruning}"),
         ] {
             // Built from this module's constants only; the values are bound.
             sqlx::query(sqlx::AssertSqlSafe(statement))
@@ -164,10 +164,13 @@ impl Journal {
         }
         tx.commit().await?;
         // Deleted rows leave free pages behind; VACUUM writes the file anew without them.
-        sqlx::query("VACUUM").execute(&self.pool).await?;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
-            .await?;
+        // PostgreSQL's autovacuum reuses them.
+        if self.engine == super::Engine::Sqlite {
+            sqlx::query("VACUUM").execute(&self.pool).await?;
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(outcome)
     }
 }
@@ -179,18 +182,18 @@ fn id_list(runs: &[Candidate]) -> String {
 
 /// The successes that the runs staying in the journal (all but the JSON list `?2`) stand for.
 const STOOD_FOR: &str = "SELECT success_id FROM skipped_items
-     WHERE run_id NOT IN (SELECT value FROM json_each(?2))
+     WHERE run_id NOT IN (SELECT CAST(value AS BIGINT) FROM json_each($2))
      UNION SELECT skipped_for FROM items
      WHERE state = 'skipped' AND skipped_for IS NOT NULL
-     AND run_id NOT IN (SELECT value FROM json_each(?2))";
+     AND run_id NOT IN (SELECT CAST(value AS BIGINT) FROM json_each($2))";
 
 /// The newest run older than run `?1`, staying in the journal (not in the JSON list `?2`), that
 /// has pending an order run `?1` holds (sends or skips), or NULL. Removing `?1` would let that
 /// run send its older payload.
 const HOLDS_PENDING_OF_REMAINING: &str = "SELECT max(p.run_id) FROM items p
-     WHERE p.run_id < ?1 AND p.state = 'pending'
-     AND p.run_id NOT IN (SELECT value FROM json_each(?2))
-     AND (EXISTS (SELECT 1 FROM items n WHERE n.run_id = ?1 AND n.order_id = p.order_id
+     WHERE p.run_id < $1 AND p.state = 'pending'
+     AND p.run_id NOT IN (SELECT CAST(value AS BIGINT) FROM json_each($2))
+     AND (EXISTS (SELECT 1 FROM items n WHERE n.run_id = $1 AND n.order_id = p.order_id
                   AND n.state <> 'invalid')
-          OR EXISTS (SELECT 1 FROM skipped_items k WHERE k.run_id = ?1
+          OR EXISTS (SELECT 1 FROM skipped_items k WHERE k.run_id = $1
                      AND k.order_id = p.order_id))";

@@ -54,9 +54,9 @@ impl Journal {
         let ended_after = time_text(now - span - slack);
         let started_after = time_text(now - span - timeout - slack);
         let rows: Vec<Times> = sqlx::query_as(
-            "SELECT started_at, finished_at FROM attempts WHERE started_at >= ?1
+            "SELECT started_at, finished_at FROM attempts WHERE started_at >= $1
              UNION ALL
-             SELECT started_at, finished_at FROM requests WHERE finished_at >= ?2",
+             SELECT started_at, finished_at FROM requests WHERE finished_at >= $2",
         )
         .bind(started_after)
         .bind(ended_after)
@@ -74,16 +74,16 @@ impl Journal {
 /// The row of one request (also written within a batch: [`super::Change::Request`]).
 pub(super) fn insert(
     request: &SentRequest,
-) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
     sqlx::query(
         "INSERT INTO requests (kind, order_id, started_at, finished_at, http_status, outcome)
-         VALUES (?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(request.kind)
     .bind(request.order_id)
     .bind(time_text(OffsetDateTime::from(request.started_at)))
     .bind(time_text(OffsetDateTime::from(request.finished_at)))
-    .bind(request.http_status)
+    .bind(request.http_status.map(i64::from))
     .bind(&request.outcome)
 }
 
@@ -178,7 +178,7 @@ mod tests {
         .expect("an item");
         // An attempt its process left without an end, a second ago.
         sqlx::query(
-            "INSERT INTO attempts (item_id, attempt, kind, started_at) VALUES (1, 1, 'reissue', ?)",
+            "INSERT INTO attempts (item_id, attempt, kind, started_at) VALUES (1, 1, 'reissue', $1)",
         )
         .bind(time_text(OffsetDateTime::from(
             now - Duration::from_secs(1),

@@ -20,23 +20,23 @@ impl Journal {
     pub async fn rotation(&self, run_id: i64) -> Result<Rotation, JournalError> {
         let row: (i64, i64, i64, i64, i64) = sqlx::query_as(
             "SELECT
-                 coalesce(sum(NOT issued AND (dcv_random_value IS NOT NULL
+                 count(*) FILTER (WHERE NOT issued AND (dcv_random_value IS NOT NULL
                                   OR json_extract(payload, '$.dcv_method')
                                      IN ('dns-txt-token', 'dns-cname-token', 'http-token'))
-                              AND coalesce(dcv_status, '') <> 'validated'), 0),
-                 coalesce(sum(NOT issued AND (approval IN ('waiting', 'sending')
-                                  OR (approval IS NULL AND issue_status = 'needs_approval'))), 0),
-                 coalesce(sum(issued), 0),
-                 coalesce(sum(downloaded_at IS NOT NULL), 0),
-                 coalesce(sum(deployed), 0)
+                              AND coalesce(dcv_status, '') <> 'validated'),
+                 count(*) FILTER (WHERE NOT issued AND (approval IN ('waiting', 'sending')
+                                  OR (approval IS NULL AND issue_status = 'needs_approval'))),
+                 count(*) FILTER (WHERE issued),
+                 count(*) FILTER (WHERE downloaded_at IS NOT NULL),
+                 count(*) FILTER (WHERE deployed)
              FROM (SELECT i.*,
                           (downloaded_at IS NOT NULL OR coalesce(issue_status, '') = 'issued')
                               AS issued,
-                          coalesce(d.state = 'deployed', 0) AS deployed,
+                          coalesce(d.state = 'deployed', FALSE) AS deployed,
                           a.state AS approval
                    FROM items i LEFT JOIN deployments d ON d.item_id = i.id
                    LEFT JOIN approvals a ON a.item_id = i.id
-                   WHERE run_id = ? AND i.state = 'succeeded')",
+                   WHERE run_id = $1 AND i.state = 'succeeded') AS succeeded",
         )
         .bind(run_id)
         .fetch_one(&self.pool)

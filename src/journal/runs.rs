@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{FromRow, Sqlite, Transaction};
+use sqlx::{Any, FromRow, Transaction};
 
 use super::{ItemState, Journal, JournalError, now_text};
 
@@ -110,7 +110,7 @@ struct PlannedRow {
 /// A run being planned: every row of the manifest goes in inside one transaction, so an
 /// invalid manifest leaves the journal as it was.
 pub struct Planner {
-    tx: Transaction<'static, Sqlite>,
+    tx: Transaction<'static, Any>,
     run_id: i64,
     force: bool,
     digest: Sha256,
@@ -130,7 +130,7 @@ impl Journal {
         let now = now_text();
         let run_id: i64 = sqlx::query_scalar(
             "INSERT INTO runs (created_at, manifest, base_url, options, updated_at, account_id)
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(&now)
         .bind(&new.manifest)
@@ -181,7 +181,7 @@ impl Journal {
 
     /// One run, or `NoSuchRun`.
     pub async fn run(&self, run_id: i64) -> Result<RunRow, JournalError> {
-        sqlx::query_as("SELECT * FROM runs WHERE id = ?")
+        sqlx::query_as("SELECT * FROM runs WHERE id = $1")
             .bind(run_id)
             .fetch_optional(&self.pool)
             .await?
@@ -239,8 +239,8 @@ impl Journal {
     /// Counts per state of one run.
     pub async fn counts(&self, run_id: i64) -> Result<Counts, JournalError> {
         let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT state, count(*) FROM items WHERE run_id = ?1 GROUP BY state
-             UNION ALL SELECT 'skipped', count(*) FROM skipped_items WHERE run_id = ?1",
+            "SELECT state, count(*) FROM items WHERE run_id = $1 GROUP BY state
+             UNION ALL SELECT 'skipped', count(*) FROM skipped_items WHERE run_id = $1",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
@@ -261,28 +261,28 @@ impl Journal {
     pub async fn takeover(&self, run_id: i64) -> Result<(u64, Option<i64>), JournalError> {
         let (own, taker): (i64, Option<i64>) = sqlx::query_as(
             "SELECT
-                 (SELECT count(*) FROM items i WHERE i.run_id = ?1
+                 (SELECT count(*) FROM items i WHERE i.run_id = $1
                   AND (i.state IN ('in_flight', 'uncertain')
                        OR (i.state = 'pending' AND NOT EXISTS (
                                SELECT 1 FROM items n WHERE n.order_id = i.order_id
                                AND n.run_id > i.run_id AND n.state <> 'invalid'
                                AND n.run_id IN (SELECT other_run_id FROM same_account
-                                                WHERE run_id = ?1))
+                                                WHERE run_id = $1))
                            AND NOT EXISTS (
                                SELECT 1 FROM skipped_items k WHERE k.order_id = i.order_id
                                AND k.run_id > i.run_id
                                AND k.run_id IN (SELECT other_run_id FROM same_account
-                                                WHERE run_id = ?1))))),
+                                                WHERE run_id = $1))))),
                  (SELECT max(taker) FROM (
                       SELECT n.run_id AS taker FROM items p JOIN items n
                           ON n.order_id = p.order_id AND n.run_id > p.run_id
                           AND n.state <> 'invalid'
-                      WHERE p.run_id = ?1 AND p.state = 'pending'
+                      WHERE p.run_id = $1 AND p.state = 'pending'
                       UNION ALL
                       SELECT k.run_id FROM items p JOIN skipped_items k
                           ON k.order_id = p.order_id AND k.run_id > p.run_id
-                      WHERE p.run_id = ?1 AND p.state = 'pending') AS takers
-                  WHERE taker IN (SELECT other_run_id FROM same_account WHERE run_id = ?1))",
+                      WHERE p.run_id = $1 AND p.state = 'pending') AS takers
+                  WHERE taker IN (SELECT other_run_id FROM same_account WHERE run_id = $1))",
         )
         .bind(run_id)
         .fetch_one(&self.pool)
@@ -292,7 +292,7 @@ impl Journal {
 
     /// Remembers why the run last stopped (`finished`, `interrupted`, `credentials refused`).
     pub async fn set_last_stop(&self, run_id: i64, reason: &str) -> Result<(), JournalError> {
-        sqlx::query("UPDATE runs SET last_stop = ?, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET last_stop = $1, updated_at = $2 WHERE id = $3")
             .bind(reason)
             .bind(now_text())
             .bind(run_id)
@@ -308,7 +308,7 @@ impl Journal {
         run_id: i64,
         since: Option<&str>,
     ) -> Result<(), JournalError> {
-        sqlx::query("UPDATE runs SET unreachable_since = ?, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET unreachable_since = $1, updated_at = $2 WHERE id = $3")
             .bind(since)
             .bind(now_text())
             .bind(run_id)
@@ -320,13 +320,13 @@ impl Journal {
 
 /// `UPDATE` half of [`Journal::claim_runs`], inside a transaction.
 async fn claim_runs(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Transaction<'static, Any>,
     account_id: i64,
     base_url: &str,
     run_id: Option<i64>,
 ) -> Result<u64, JournalError> {
     let done = sqlx::query(
-        "UPDATE runs SET account_id = ?1 WHERE account_id IS NULL AND (base_url = ?2 OR id = ?3)",
+        "UPDATE runs SET account_id = $1 WHERE account_id IS NULL AND (base_url = $2 OR id = $3)",
     )
     .bind(account_id)
     .bind(base_url)
@@ -432,9 +432,9 @@ impl Planner {
             sqlx::query(
                 "INSERT INTO items (run_id, order_id, line, payload, payload_digest, state,
                                     error_message, updated_at)
-                 SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
-                        value ->> 5, ?2
-                 FROM json_each(?3) ORDER BY key",
+                 SELECT $1, CAST(value ->> 0 AS BIGINT), CAST(value ->> 1 AS BIGINT),
+                        value ->> 2, value ->> 3, value ->> 4, value ->> 5, $2
+                 FROM json_each($3) ORDER BY key",
             )
             .bind(self.run_id)
             .bind(now_text())
@@ -445,7 +445,9 @@ impl Planner {
         if !skipped.is_empty() {
             sqlx::query(
                 "INSERT INTO skipped_items (run_id, order_id, line, success_id)
-                 SELECT ?1, value ->> 0, value ->> 1, value ->> 2 FROM json_each(?2) ORDER BY key",
+                 SELECT $1, CAST(value ->> 0 AS BIGINT), CAST(value ->> 1 AS BIGINT),
+                        CAST(value ->> 2 AS BIGINT)
+                 FROM json_each($2) ORDER BY key",
             )
             .bind(self.run_id)
             .bind(serde_json::Value::Array(skipped).to_string())
@@ -498,7 +500,7 @@ impl Planner {
     pub async fn commit(mut self) -> Result<i64, JournalError> {
         self.settle().await?;
         let digest = self.manifest_digest();
-        sqlx::query("UPDATE runs SET manifest_digest = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET manifest_digest = $1 WHERE id = $2")
             .bind(&digest)
             .bind(self.run_id)
             .execute(&mut *self.tx)

@@ -1,6 +1,40 @@
 use std::os::unix::fs::PermissionsExt;
 
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
 use super::*;
+
+#[path = "../../tests/it/pg_cluster.rs"]
+mod pg_cluster;
+
+/// Runs a behaviour test once on a new SQLite journal and once on a new PostgreSQL one (in a
+/// throwaway cluster; skipped, saying why, where this machine has no PostgreSQL).
+macro_rules! on_both_engines {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn on_sqlite() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let journal = super::Journal::open(&dir.path().join("j.db"))
+                    .await
+                    .expect("open");
+                super::$name(journal).await;
+            }
+
+            #[tokio::test]
+            async fn on_postgres() {
+                let Some(url) = super::pg_cluster::fresh_database() else {
+                    return;
+                };
+                let journal = super::Journal::open(std::path::Path::new(&url))
+                    .await
+                    .expect("open");
+                super::$name(journal).await;
+            }
+        }
+    };
+}
 
 fn new_run() -> NewRun {
     NewRun {
@@ -101,20 +135,16 @@ async fn a_newer_schema_is_refused() {
     ));
 }
 
-#[tokio::test]
-async fn a_rolled_back_plan_leaves_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+on_both_engines!(a_rolled_back_plan_leaves_nothing);
+async fn a_rolled_back_plan_leaves_nothing(journal: Journal) {
     let mut plan = journal.plan_run(&new_run()).await.expect("plan");
     plan.add_order(7, 2, "{}", "d").await.expect("add");
     plan.rollback().await.expect("rollback");
     assert!(journal.runs().await.expect("runs").is_empty());
 }
 
-#[tokio::test]
-async fn identical_payload_that_succeeded_is_skipped_next_time() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+on_both_engines!(identical_payload_that_succeeded_is_skipped_next_time);
+async fn identical_payload_that_succeeded_is_skipped_next_time(journal: Journal) {
     let run = planned(&journal, &[(1, "a"), (2, "b")]).await;
     let items = journal.pending_page(run, 0, 10).await.expect("page");
     for item in &items {
@@ -144,10 +174,8 @@ async fn identical_payload_that_succeeded_is_skipped_next_time() {
     assert_eq!((rows[1].order_id, rows[1].state.as_str()), (2, "pending"));
 }
 
-#[tokio::test]
-async fn many_rows_and_invalid_rows_with_a_repeated_order_id_are_planned() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+on_both_engines!(many_rows_and_invalid_rows_with_a_repeated_order_id_are_planned);
+async fn many_rows_and_invalid_rows_with_a_repeated_order_id_are_planned(journal: Journal) {
     let mut plan = journal.plan_run(&new_run()).await.expect("plan");
     for id in 1..=1300u64 {
         plan.add_order(id, id + 1, "{}", &format!("d{id}"))
@@ -169,10 +197,8 @@ async fn many_rows_and_invalid_rows_with_a_repeated_order_id_are_planned() {
     assert_eq!(rows.last().map(|r| (r.order_id, r.line)), Some((0, 1401)));
 }
 
-#[tokio::test]
-async fn an_update_from_the_wrong_state_fails_and_changes_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+on_both_engines!(an_update_from_the_wrong_state_fails_and_changes_nothing);
+async fn an_update_from_the_wrong_state_fails_and_changes_nothing(journal: Journal) {
     let run = planned(&journal, &[(1, "a")]).await;
     let item = journal
         .pending_page(run, 0, 10)
@@ -221,10 +247,8 @@ async fn connect_plain(path: &std::path::Path) -> SqlitePool {
         .expect("connect")
 }
 
-#[tokio::test]
-async fn marking_a_set_with_one_item_not_pending_names_it_and_changes_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+on_both_engines!(marking_a_set_with_one_item_not_pending_names_it_and_changes_nothing);
+async fn marking_a_set_with_one_item_not_pending_names_it_and_changes_nothing(journal: Journal) {
     let run = planned(&journal, &[(1, "a"), (2, "b"), (3, "c")]).await;
     let items = journal.pending_page(run, 0, 10).await.expect("page");
     let ids: Vec<i64> = items.iter().map(|item| item.id).collect();
@@ -282,10 +306,8 @@ async fn succeed_all(journal: &Journal, run: i64) {
     }
 }
 
-#[tokio::test]
-async fn a_skipped_order_reports_the_ids_of_the_success_it_stands_for() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+on_both_engines!(a_skipped_order_reports_the_ids_of_the_success_it_stands_for);
+async fn a_skipped_order_reports_the_ids_of_the_success_it_stands_for(journal: Journal) {
     let first = planned(&journal, &[(1, "a"), (2, "b")]).await;
     succeed_all(&journal, first).await;
     let second = planned(&journal, &[(2, "b"), (1, "a")]).await;
@@ -321,10 +343,8 @@ async fn a_skipped_order_reports_the_ids_of_the_success_it_stands_for() {
     assert_eq!(journal.request_count(second).await.expect("requests"), 0);
 }
 
-#[tokio::test]
-async fn an_item_found_done_after_planning_names_its_success_too() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+on_both_engines!(an_item_found_done_after_planning_names_its_success_too);
+async fn an_item_found_done_after_planning_names_its_success_too(journal: Journal) {
     // Two runs plan the same order before either sends it.
     let older = planned(&journal, &[(1, "a")]).await;
     let newer = {
@@ -350,10 +370,8 @@ async fn an_item_found_done_after_planning_names_its_success_too() {
     );
 }
 
-#[tokio::test]
-async fn a_newer_run_that_skips_an_order_takes_it_over_from_an_older_pending_one() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+on_both_engines!(a_newer_run_that_skips_an_order_takes_it_over_from_an_older_pending_one);
+async fn a_newer_run_that_skips_an_order_takes_it_over_from_an_older_pending_one(journal: Journal) {
     let done = planned(&journal, &[(1, "a")]).await;
     succeed_all(&journal, done).await;
     // An older plan with a changed payload, never sent; then the original payload again.
@@ -381,10 +399,8 @@ async fn a_newer_run_that_skips_an_order_takes_it_over_from_an_older_pending_one
     assert!(journal.newest_open_run().await.expect("open").is_none());
 }
 
-#[tokio::test]
-async fn prune_keeps_unfinished_runs_and_the_successes_later_runs_stand_for() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+on_both_engines!(prune_keeps_unfinished_runs_and_the_successes_later_runs_stand_for);
+async fn prune_keeps_unfinished_runs_and_the_successes_later_runs_stand_for(journal: Journal) {
     let first = planned(&journal, &[(1, "a"), (2, "b")]).await;
     succeed_all(&journal, first).await;
     // Order 3 fails for good in run 2; run 3 is left unfinished; run 4 skips 1 and 2.
@@ -464,10 +480,8 @@ async fn prune_keeps_unfinished_runs_and_the_successes_later_runs_stand_for() {
     assert_eq!(runs, [unfinished]);
 }
 
-#[tokio::test]
-async fn prune_keeps_a_run_holding_orders_an_older_unfinished_run_has_pending() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let journal = Journal::open(&dir.path().join("j.db")).await.expect("open");
+on_both_engines!(prune_keeps_a_run_holding_orders_an_older_unfinished_run_has_pending);
+async fn prune_keeps_a_run_holding_orders_an_older_unfinished_run_has_pending(journal: Journal) {
     // Run 1 is unfinished: order 1 is taken over by run 2, order 2 is still its own.
     let older = planned(&journal, &[(1, "old"), (2, "b")]).await;
     let newer = planned(&journal, &[(1, "new")]).await;

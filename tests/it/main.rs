@@ -7,6 +7,8 @@ mod keygen;
 mod limits;
 mod manifest;
 mod outage;
+mod pg_cluster;
+mod postgres;
 mod resume_edges;
 mod rotation;
 mod select;
