@@ -20,7 +20,8 @@ remaining run's skipped order stands for: its run stays, with only those success
 `report` on the remaining runs still shows every request id.
 
 A removed success is forgotten: running that manifest again would send those orders again. \
-Keep the runs whose manifests you may run again.";
+Keep the runs whose manifests you may run again. The CSRs that only removed runs verified are \
+forgotten too: their signatures are verified again when next read.";
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).multiple(true)))]
@@ -85,6 +86,12 @@ pub(crate) async fn prune(cli: &Cli, args: &PruneArgs) -> anyhow::Result<Exit> {
             "{verb} run {} (started {}): {} item(s), {} attempt(s), {} skipped order(s)",
             run.run_id, run.created_at, run.items, run.attempts, run.skipped
         );
+        if run.verified_csrs > 0 {
+            line.push_str(&format!(
+                ", {} verified CSR(s) forgotten",
+                run.verified_csrs
+            ));
+        }
         if run.kept_successes > 0 {
             line.push_str(&format!(
                 "; kept its {} success(es) that later runs stand for",

@@ -2,10 +2,12 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::campaign::fill;
 use crate::exit::Exit;
 use crate::journal::{ItemState, NewRun};
+use crate::manifest::csr::VerifiedCsrs;
 use crate::manifest::{self, Row};
 use crate::payload;
 
@@ -91,14 +93,16 @@ pub(crate) async fn plan_and_send(
     };
     // Before any request: fill-from-order's count too.
     send::seed_limiter(&sender.limiter, &journal, sender.options.request_timeout).await?;
+    // CSRs verified by earlier runs are parsed, not verified again.
+    let verified = Arc::new(VerifiedCsrs::new(journal.verified_csrs().await?));
     // Facts are fetched before the plan's transaction takes the journal's one connection.
     let filled = match args.fill_from_order {
-        true => Some(filled_rows(&args.manifest, &journal, &sender).await?),
+        true => Some(filled_rows(&args.manifest, &journal, &sender, &verified).await?),
         false => None,
     };
     let mut planner = journal.plan_run(&new).await?;
     let invalid = match filled {
-        None => plan_rows(&args.manifest, &mut planner, args.skip_invalid).await?,
+        None => plan_rows(&args.manifest, &mut planner, args.skip_invalid, &verified).await?,
         Some(rows) => {
             let mut errors = Vec::new();
             for row in rows {
@@ -107,6 +111,15 @@ pub(crate) async fn plan_and_send(
             errors
         }
     };
+    let new_csrs = verified.take_new();
+    planner.remember_verified_csrs(&new_csrs).await?;
+    if !new_csrs.is_empty() || verified.reused() > 0 {
+        tracing::info!(
+            "CSRs: {} verified, {} verified by an earlier run (not again)",
+            new_csrs.len(),
+            verified.reused()
+        );
+    }
     if !invalid.is_empty() && !args.skip_invalid {
         planner.rollback().await?;
         journal.close().await;
@@ -204,6 +217,7 @@ pub(crate) async fn plan_and_send(
 fn stream_rows(
     args: &super::ManifestArgs,
     fill_from_order: bool,
+    verified: &Arc<VerifiedCsrs>,
 ) -> (
     tokio::sync::mpsc::Receiver<Row>,
     tokio::task::JoinHandle<Result<manifest::ScanSummary, manifest::ManifestError>>,
@@ -212,10 +226,13 @@ fn stream_rows(
     options.fill_from_order = fill_from_order;
     let path = args.manifest.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Row>(1024);
+    let verified = verified.clone();
     let scanning = tokio::task::spawn_blocking(move || {
-        manifest::scan(&path, &options, |row| match tx.blocking_send(row) {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(_) => ControlFlow::Break(()),
+        manifest::scan_with(&path, &options, &verified, |row| {
+            match tx.blocking_send(row) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(_) => ControlFlow::Break(()),
+            }
         })
     });
     (rx, scanning)
@@ -226,8 +243,9 @@ async fn plan_rows(
     args: &super::ManifestArgs,
     planner: &mut crate::journal::Planner,
     record_invalid: bool,
+    verified: &Arc<VerifiedCsrs>,
 ) -> anyhow::Result<Vec<String>> {
-    let (mut rx, scanning) = stream_rows(args, false);
+    let (mut rx, scanning) = stream_rows(args, false, verified);
     let mut errors = Vec::new();
     while let Some(row) = rx.recv().await {
         plan_row(row, planner, record_invalid, &mut errors).await?;
@@ -269,8 +287,9 @@ async fn filled_rows(
     args: &super::ManifestArgs,
     journal: &crate::journal::Journal,
     sender: &Sender,
+    verified: &Arc<VerifiedCsrs>,
 ) -> anyhow::Result<Vec<Row>> {
-    let (mut rx, scanning) = stream_rows(args, true);
+    let (mut rx, scanning) = stream_rows(args, true, verified);
     let mut rows = Vec::new();
     while let Some(row) = rx.recv().await {
         rows.push(row);

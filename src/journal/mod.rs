@@ -19,6 +19,7 @@
 
 mod approvals;
 mod campaign;
+mod csrs;
 mod dcv;
 mod deployments;
 mod items;

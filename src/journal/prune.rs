@@ -30,6 +30,9 @@ pub struct PrunedRun {
     pub skipped: u64,
     /// Successes kept because a remaining run stands for them (the run itself stays too).
     pub kept_successes: u64,
+    /// CSRs this run verified first, forgotten with it (verified again when next seen); none
+    /// while some of the run stays.
+    pub verified_csrs: u64,
 }
 
 /// A selected run that stays, and why.
@@ -113,19 +116,27 @@ impl Journal {
         let ids = id_list(&chosen);
         let kept = format!("({STOOD_FOR})");
         for candidate in &chosen {
-            let (items, attempts, skipped, kept_successes): (i64, i64, i64, i64) =
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT
+            let (items, attempts, skipped, kept_successes, verified_csrs): (
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+            ) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT
                          (SELECT count(*) FROM items WHERE run_id = $1 AND id NOT IN {kept}),
                          (SELECT count(*) FROM attempts WHERE item_id IN (
                               SELECT id FROM items WHERE run_id = $1 AND id NOT IN {kept})),
                          (SELECT count(*) FROM skipped_items WHERE run_id = $1),
-                         (SELECT count(*) FROM items WHERE run_id = $1 AND id IN {kept})"
-                )))
-                .bind(candidate.id)
-                .bind(&ids)
-                .fetch_one(&mut *tx)
-                .await?;
+                         (SELECT count(*) FROM items WHERE run_id = $1 AND id IN {kept}),
+                         (SELECT count(*) FROM verified_csrs WHERE run_id = $1
+                          AND NOT EXISTS (
+                              SELECT 1 FROM items WHERE run_id = $1 AND id IN {kept}))"
+            )))
+            .bind(candidate.id)
+            .bind(&ids)
+            .fetch_one(&mut *tx)
+            .await?;
             let count = |n: i64| u64::try_from(n).unwrap_or(0);
             outcome.pruned.push(PrunedRun {
                 run_id: candidate.id,
@@ -134,6 +145,7 @@ impl Journal {
                 attempts: count(attempts),
                 skipped: count(skipped),
                 kept_successes: count(kept_successes),
+                verified_csrs: count(verified_csrs),
             });
         }
         if dry_run || chosen.is_empty() {
@@ -151,6 +163,11 @@ impl Journal {
             format!(
                 "DELETE FROM runs WHERE id IN {pruning}
                  AND NOT EXISTS (SELECT 1 FROM items WHERE items.run_id = runs.id)"
+            ),
+            // A CSR goes with the run that verified it first, once nothing of that run stays.
+            format!(
+                "DELETE FROM verified_csrs WHERE run_id IN {pruning}
+                 AND run_id NOT IN (SELECT id FROM runs)"
             ),
             // What is left of a pruned run: the successes later runs stand for.
             format!("UPDATE runs SET pruned_at = $1, updated_at = $1 WHERE id IN {pruning}"),

@@ -110,7 +110,7 @@ struct PlannedRow {
 /// A run being planned: every row of the manifest goes in inside one transaction, so an
 /// invalid manifest leaves the journal as it was.
 pub struct Planner {
-    tx: Transaction<'static, Any>,
+    pub(super) tx: Transaction<'static, Any>,
     run_id: i64,
     force: bool,
     digest: Sha256,

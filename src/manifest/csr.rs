@@ -2,7 +2,8 @@
 //! newline, or already on one line), parse the DER with x509-parser, verify the CSR's signature,
 //! and produce the one-line PEM the reissue page asks for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -95,6 +96,18 @@ pub enum CsrError {
 
 /// Parses a PEM CSR (and verifies its signature) or a PEM public key.
 pub fn parse_csr(text: &str) -> Result<CsrInfo, CsrError> {
+    parse(text, Signature::Verify)
+}
+
+/// Whether a CSR's signature is checked while it is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signature {
+    Verify,
+    /// The same text verified before (it is known by its digest): parse it only.
+    VerifiedBefore,
+}
+
+fn parse(text: &str, signature: Signature) -> Result<CsrInfo, CsrError> {
     let (label, der) = unwrap_pem(text)?;
     if label == PUBLIC_KEY_LABEL {
         return parse_public_key(&der);
@@ -106,9 +119,11 @@ pub fn parse_csr(text: &str) -> Result<CsrInfo, CsrError> {
             "trailing bytes after the request".to_owned(),
         ));
     }
-    request
-        .verify_signature()
-        .map_err(|_| CsrError::Signature)?;
+    if signature == Signature::Verify {
+        request
+            .verify_signature()
+            .map_err(|_| CsrError::Signature)?;
+    }
     let info = &request.certification_request_info;
     let common_name = info
         .subject
@@ -195,44 +210,115 @@ fn unwrap_pem(text: &str) -> Result<(&'static str, Vec<u8>), CsrError> {
     Ok((normalised, der))
 }
 
+/// SHA-256 of a CSR's text (trimmed): what a verified CSR is remembered by.
+pub type CsrDigest = [u8; 32];
+
 /// SHA-256 of the CSR text to what parsing it gave.
-type CacheMap = HashMap<[u8; 32], Result<Arc<CsrInfo>, CsrError>>;
+type CacheMap = HashMap<CsrDigest, Result<Arc<CsrInfo>, CsrError>>;
+
+/// CSRs whose signature verified in an earlier run (the journal keeps their digests), and those
+/// verified for the first time while this manifest is read, for the journal to keep in turn.
+/// Verifying a signature is most of the cost of reading a CSR; a rerun of the same manifest
+/// parses each CSR again (its names and key are needed) but verifies none of them.
+#[derive(Debug, Default)]
+pub struct VerifiedCsrs {
+    earlier: HashSet<CsrDigest>,
+    new: Mutex<Vec<CsrDigest>>,
+    /// Distinct CSRs read whose signature was not verified again.
+    reused: AtomicU64,
+}
+
+impl VerifiedCsrs {
+    /// Starts from the digests of CSRs verified before.
+    pub fn new(earlier: HashSet<CsrDigest>) -> Self {
+        Self {
+            earlier,
+            ..Self::default()
+        }
+    }
+
+    /// How many CSRs read so far were verified before and so not again (each counted once,
+    /// unless the in-memory cache forgot it in between).
+    pub fn reused(&self) -> u64 {
+        self.reused.load(Ordering::Relaxed)
+    }
+
+    /// The digests of the CSRs verified for the first time since the last call, each once.
+    pub fn take_new(&self) -> Vec<CsrDigest> {
+        let mut new = std::mem::take(&mut *lock(&self.new));
+        new.sort_unstable();
+        new.dedup();
+        new
+    }
+
+    fn verified_before(&self, digest: &CsrDigest) -> bool {
+        self.earlier.contains(digest)
+    }
+
+    fn count_reused(&self) {
+        self.reused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn verified_now(&self, digest: CsrDigest) {
+        lock(&self.new).push(digest);
+    }
+}
+
+/// A panic while holding one of these locks leaves only a cache behind; its contents stay valid.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Parse results by content digest, so the same CSR repeated on many rows is verified once.
 /// Bounded: when full it starts over, which keeps memory flat on manifests of distinct CSRs.
 pub(crate) struct CsrCache {
     entries: Mutex<CacheMap>,
     capacity: usize,
+    verified: Arc<VerifiedCsrs>,
 }
 
 impl CsrCache {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, verified: Arc<VerifiedCsrs>) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
             capacity,
+            verified,
         }
     }
 
     pub(crate) fn parse(&self, text: &str) -> Result<Arc<CsrInfo>, CsrError> {
-        let key: [u8; 32] = Sha256::digest(text.trim().as_bytes()).into();
+        let key: CsrDigest = Sha256::digest(text.trim().as_bytes()).into();
         if let Some(hit) = self.lock().get(&key) {
             return hit.clone();
         }
         // Parsed outside the lock so threads verify different CSRs in parallel.
-        let result = parse_csr(text).map(Arc::new);
+        let known = self.verified.verified_before(&key);
+        let result = match known {
+            true => parse(text, Signature::VerifiedBefore),
+            false => {
+                let result = parse(text, Signature::Verify);
+                if result.as_ref().is_ok_and(|info| !info.is_public_key) {
+                    self.verified.verified_now(key);
+                }
+                result
+            }
+        }
+        .map(Arc::new);
         let mut entries = self.lock();
         if entries.len() >= self.capacity {
             entries.clear();
         }
-        entries.insert(key, result.clone());
+        // Two threads may parse the same new text at once; the first to get here counts it.
+        if entries.insert(key, result.clone()).is_none() && known {
+            self.verified.count_reused();
+        }
         result
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheMap> {
-        // A panic while holding the lock leaves only a cache behind; its contents stay valid.
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.entries)
     }
 }
 
@@ -389,7 +475,7 @@ mod tests {
 
     #[test]
     fn cache_returns_the_same_result_and_stays_bounded() {
-        let cache = CsrCache::new(2);
+        let cache = CsrCache::new(2, Arc::default());
         let a = csr_pem("a.example", &[]);
         let first = cache.parse(&a).expect("valid");
         let second = cache.parse(&a).expect("valid");
@@ -404,5 +490,35 @@ mod tests {
         assert_eq!(bit_length(&[0, 0x80, 0]), 16);
         assert_eq!(bit_length(&[0x01, 0xff]), 9);
         assert_eq!(bit_length(&[]), 0);
+    }
+
+    #[test]
+    fn a_csr_verified_before_is_parsed_without_verifying_and_a_new_one_is_remembered() {
+        let good = csr_pem("a.example", &["a.example"]);
+        let der = BASE64.decode(body_of(&good)).expect("base64");
+        let mut broken = der.clone();
+        let last = broken.len() - 1;
+        broken[last] ^= 0x01;
+        let broken = one_line(CSR_LABEL, &broken);
+        let digest = |text: &str| -> CsrDigest { Sha256::digest(text.trim().as_bytes()).into() };
+
+        // First reading: both are verified; only the good one is remembered.
+        let verified = Arc::new(VerifiedCsrs::default());
+        let cache = CsrCache::new(16, verified.clone());
+        let info = cache.parse(&good).expect("valid");
+        assert_eq!(cache.parse(&broken), Err(CsrError::Signature));
+        cache.parse(&public_key_pem()).expect("a public key");
+        assert_eq!(verified.take_new(), [digest(&good)]);
+        assert!(verified.take_new().is_empty());
+
+        // Next reading, told what was verified: same result, nothing new to remember. The
+        // altered CSR's digest stands for a verified one here to show the check is skipped.
+        let earlier = HashSet::from([digest(&good), digest(&broken)]);
+        let verified = Arc::new(VerifiedCsrs::new(earlier));
+        let cache = CsrCache::new(16, verified.clone());
+        assert_eq!(*cache.parse(&good).expect("valid"), *info);
+        assert!(cache.parse(&broken).is_ok(), "verified again");
+        assert!(verified.take_new().is_empty());
+        assert_eq!(verified.reused(), 2);
     }
 }

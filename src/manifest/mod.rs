@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -56,6 +57,17 @@ pub fn scan(
     opts: &LoadOptions,
     sink: impl FnMut(Row) -> ControlFlow<()>,
 ) -> Result<ScanSummary, ManifestError> {
+    scan_with(path, opts, &Arc::default(), sink)
+}
+
+/// [`scan`], verifying no CSR that `verified` says was verified before, and telling it which
+/// were verified for the first time.
+pub fn scan_with(
+    path: &Path,
+    opts: &LoadOptions,
+    verified: &Arc<csr::VerifiedCsrs>,
+    sink: impl FnMut(Row) -> ControlFlow<()>,
+) -> Result<ScanSummary, ManifestError> {
     let set = defaults::from_set(&opts.defaults, opts.today)?;
     let file = path.display().to_string();
     match Format::of(path)? {
@@ -69,6 +81,7 @@ pub fn scan(
                     file: no_defaults(),
                     set,
                 },
+                verified,
             );
             check_in_order(rows, &ctx, sink)
         }
@@ -78,7 +91,7 @@ pub fn scan(
                 file: manifest.defaults,
                 set,
             };
-            let ctx = context(path, file, opts, layers);
+            let ctx = context(path, file, opts, layers, verified);
             check_in_order(manifest.orders.into_iter().map(Ok), &ctx, sink)
         }
     }
@@ -111,7 +124,13 @@ fn no_defaults() -> Defaults {
 }
 
 /// What every row's check shares: `csr_file` paths are relative to the manifest's directory.
-fn context(path: &Path, file: String, opts: &LoadOptions, defaults: Layers) -> Context {
+fn context(
+    path: &Path,
+    file: String,
+    opts: &LoadOptions,
+    defaults: Layers,
+    verified: &Arc<csr::VerifiedCsrs>,
+) -> Context {
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
@@ -124,7 +143,7 @@ fn context(path: &Path, file: String, opts: &LoadOptions, defaults: Layers) -> C
         purpose: opts.purpose,
         today: opts.today,
         defaults,
-        csrs: csr::CsrCache::new(CSR_CACHE_ENTRIES),
+        csrs: csr::CsrCache::new(CSR_CACHE_ENTRIES, verified.clone()),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use reissuer::simulator::Scenario;
@@ -377,4 +377,121 @@ async fn completions_and_the_man_page_come_from_the_command_line_definitions() {
     for needle in ["\\-\\-journal", "prune", "completions", "\\-\\-color"] {
         assert!(page.contains(needle), "man page misses {needle}");
     }
+}
+
+/// A CSV manifest of TLS reissues for `order_ids`, each with its own CSR file (`host{id}.csr`,
+/// for `host{id}.example`), written unless `reuse` and already there.
+fn own_csr_manifest(dir: &Path, order_ids: std::ops::RangeInclusive<u64>, reuse: bool) -> PathBuf {
+    use std::fmt::Write as _;
+    let mut csv = String::from("order_id,common_name,csr_file,server_platform.id,signature_hash\n");
+    for id in order_ids {
+        let name = format!("host{id}.example");
+        let file = dir.join(format!("host{id}.csr"));
+        if !(reuse && file.exists()) {
+            std::fs::write(&file, support::csr_pem(&name)).expect("write csr");
+        }
+        writeln!(csv, "{id},{name},host{id}.csr,2,sha256").expect("write");
+    }
+    let path = dir.join("own.csv");
+    std::fs::write(&path, csv).expect("write manifest");
+    path
+}
+
+/// The numbers of the log line that says how many CSRs were verified and how many were not
+/// verified again.
+fn csrs_verified(out: &std::process::Output) -> (u64, u64) {
+    let log = String::from_utf8_lossy(&out.stderr);
+    let line = log
+        .lines()
+        .find_map(|line| line.split_once("CSRs: ").map(|(_, rest)| rest.to_owned()))
+        .unwrap_or_else(|| panic!("no CSR line in:\n{log}"));
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_verifies_no_csr_again_a_changed_one_is_verified_and_prune_forgets_them() {
+    const ORDERS: u64 = 40;
+    let _cores = support::cores_to_myself().await;
+    let sim = support::simulator(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = own_csr_manifest(dir.path(), 1..=ORDERS, false);
+    let run = |sim_url: String| {
+        let dir = dir.path().to_owned();
+        let manifest = manifest.clone();
+        async move { output(fast_run(&dir, &manifest, &sim_url)).await }
+    };
+
+    let out = run(sim.base_url()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(csrs_verified(&out), (ORDERS, 0));
+
+    // The rerun parses every CSR but verifies none, sends nothing and adds little.
+    let out = run(sim.base_url()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(csrs_verified(&out), (0, ORDERS));
+    assert_eq!(sim.ledger().accepted.len(), ORDERS as usize, "a rerun sent");
+
+    // One CSR altered in place (its signature no longer verifies): its text is new, so it is
+    // verified, and refused; nothing is sent.
+    let altered = dir.path().join("host7.csr");
+    let pem = std::fs::read_to_string(&altered).expect("read csr");
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let mut der = base64_decode(&body);
+    let last = der.len() - 1;
+    der[last] ^= 0x01;
+    std::fs::write(
+        &altered,
+        format!(
+            "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+            base64_encode(&der)
+        ),
+    )
+    .expect("write csr");
+    let out = run(sim.base_url()).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("host7.csr: the CSR's signature does not verify"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(sim.ledger().accepted.len(), ORDERS as usize);
+
+    // New CSRs for every order: all verified (and sent, as new payloads).
+    let manifest = own_csr_manifest(dir.path(), 1..=ORDERS, false);
+    let out = output(fast_run(dir.path(), &manifest, &sim.base_url())).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(csrs_verified(&out), (ORDERS, 0));
+    assert_eq!(sim.ledger().accepted.len(), 2 * ORDERS as usize);
+
+    // Pruning the first run forgets the CSRs only it verified; the newest run's stay.
+    let mut prune = reissuer(dir.path());
+    prune.args(["prune", "--keep", "1"]);
+    let out = output(prune).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{ORDERS} verified CSR(s) forgotten")),
+        "{}",
+        text(&out)
+    );
+    let out = output(fast_run(dir.path(), &manifest, &sim.base_url())).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(csrs_verified(&out), (0, ORDERS));
+    assert_eq!(sim.ledger().accepted.len(), 2 * ORDERS as usize);
+    sim.shutdown().await;
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64")
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

@@ -66,6 +66,12 @@ async fn a_run_on_postgres_sends_each_order_once_and_reports_like_sqlite() {
     let out = output(again).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(sim.ledger().accepted.len(), 120, "a rerun sent again");
+    // Its one CSR was verified by the first run, whose journal remembers it.
+    assert!(
+        text(&out).contains("CSRs: 0 verified, 1 verified by an earlier run"),
+        "{}",
+        text(&out)
+    );
     assert!(
         !dir.path().join("journal.db").exists(),
         "a SQLite journal appeared beside the PostgreSQL one"
