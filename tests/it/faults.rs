@@ -248,6 +248,8 @@ async fn kill_nine_at_random_moments_never_sends_twice_nor_drops_one() {
     }
     let out = last.expect("ran");
     eprintln!("{kills} kills (seed {seed})");
+    // Whatever fails below, the last run's own account of itself comes with it.
+    eprintln!("last run, exit {:?}:\n{}", out.status.code(), text(&out));
     support::assert_exactly_once(&sim.ledger(), 1..=orders);
     assert_eq!(out.status.code(), Some(0), "seed {seed}: {}", text(&out));
     assert!(
