@@ -411,10 +411,14 @@ async fn verify_database(pool: &AnyPool, path: &Path) -> Result<(), JournalError
         .fetch_one(pool)
         .await
         .map_err(corrupt)?;
-    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
-        .fetch_one(pool)
-        .await
-        .map_err(corrupt)?;
+    // The migrator creates its own table before the first migration's transaction: a process
+    // killed in between leaves that table alone, and the file is still a journal to be.
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name <> '_sqlx_migrations'",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(corrupt)?;
     if app_id != APPLICATION_ID {
         return if app_id == 0 && tables == 0 {
             Ok(())
@@ -444,7 +448,10 @@ async fn verify_database(pool: &AnyPool, path: &Path) -> Result<(), JournalError
 /// of a newer schema; a read-only command also needs the journal to exist.
 async fn verify_postgres(pool: &AnyPool, path: &Path, write: bool) -> Result<(), JournalError> {
     let (tables, journal): (i64, bool) = sqlx::query_as(
-        "SELECT count(*), coalesce(bool_or(table_name = 'runs'), FALSE)
+        // Not counting the migrator's own table, created before the first migration's
+        // transaction: a process killed in between leaves a journal to be, not another's tables.
+        "SELECT count(*) FILTER (WHERE table_name <> '_sqlx_migrations'),
+                coalesce(bool_or(table_name = 'runs'), FALSE)
          FROM information_schema.tables WHERE table_schema = current_schema()",
     )
     .fetch_one(pool)

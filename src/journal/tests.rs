@@ -116,6 +116,27 @@ async fn a_foreign_file_is_refused_and_left_alone() {
 }
 
 #[tokio::test]
+async fn a_journal_killed_before_its_first_migration_committed_opens() {
+    // What the migrator leaves when the process dies between creating its own table and
+    // committing the first migration.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("journal.db");
+    let pool = connect_plain(&path).await;
+    sqlx::query(
+        "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL,
+         installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL,
+         checksum BLOB NOT NULL, execution_time BIGINT NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .expect("create");
+    pool.close().await;
+    let journal = Journal::open(&path).await.expect("a journal to be");
+    assert!(journal.runs().await.expect("runs").is_empty());
+    journal.close().await;
+}
+
+#[tokio::test]
 async fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("j.db");
