@@ -542,10 +542,11 @@ pub(crate) fn untrusted_server(err: &anyhow::Error) -> Option<&crate::api::Untru
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    let broken = |kind: Option<std::io::ErrorKind>| kind == Some(std::io::ErrorKind::BrokenPipe);
     err.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        broken(cause.downcast_ref::<std::io::Error>().map(std::io::Error::kind))
+            // JSON written straight to stdout reports the pipe through its own error type.
+            || broken(cause.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind))
     })
 }
 

@@ -329,6 +329,16 @@ async fn status_lists_the_newest_runs_first_and_says_which_sent_nothing() {
     assert_eq!(firsts.len(), 12, "{shown}");
     assert!(firsts[11].starts_with("run 1 "), "{shown}");
     assert!(!firsts[11].contains("sent nothing"), "{shown}");
+    // Piped into `head`, which stops reading: a quiet exit 0, as for any Unix filter.
+    for args in [&["status", "--all"][..], &["status", "--all", "--json"][..]] {
+        let mut cmd = reissuer(dir.path());
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawns");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("waits");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+        assert!(out.stderr.is_empty(), "{args:?}: {}", text(&out));
+    }
     sim.shutdown().await;
 }
 
