@@ -603,3 +603,60 @@ async fn runs_recorded_before_accounts_are_claimed_through_their_url_and_keep_th
     assert_eq!(runs[1]["counts"]["skipped"], 6);
     sim.shutdown().await;
 }
+
+/// `select`, then `keygen --fill-from-order`, then `run`, each process right after the last,
+/// under a quota the three together overrun: each counts the requests the one before it made
+/// (recorded in the journal), so the server sees no window overfull and answers no 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_keygen_and_run_one_after_another_count_each_others_requests() {
+    let _cores = support::cores_to_myself().await;
+    let quota = Quota {
+        limit: 6,
+        window: Duration::from_secs(3),
+    };
+    let sim = support::simulator(Scenario {
+        quotas: vec![quota],
+        ..account(2_500)
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base_url = sim.base_url();
+    let rate = ["--rate", "6/3s"];
+
+    // Who the key is, then three pages of up to 1,000.
+    let mut first = select(dir.path(), &sim, &["--status", "any", "--out", "all.csv"]);
+    first.args(rate);
+    let out = output(first).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let three: Vec<String> = written_rows(&dir.path().join("all.csv"))
+        .into_iter()
+        .take(3)
+        .collect();
+    std::fs::write(
+        dir.path().join("three.csv"),
+        format!("order_id,common_name,dns_names\n{}\n", three.join("\n")),
+    )
+    .expect("write three");
+
+    // Who the key is, then each order's facts: in the same windows as select's.
+    let mut keygen = reissuer(dir.path());
+    keygen
+        .args(["keygen", "three.csv", "--out", "keys", "--fill-from-order"])
+        .args(["--set", "signature_hash=sha256", "--base-url", &base_url])
+        .args(rate);
+    let out = output(keygen).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let mut run = reissuer(dir.path());
+    run.args(["run", "keys/manifest.csv", "--base-url", &base_url, "--yes"])
+        .args(rate);
+    let out = output(run).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let ledger = sim.ledger();
+    assert!(ledger.requests.len() >= 12, "{}", ledger.requests.len());
+    assert_eq!(ledger.count_status(429), 0, "the account was throttled");
+    assert!(support::most_in_any_window(&ledger, quota.window) <= 6);
+    assert_eq!(ledger.accepted_per_order().len(), 3);
+    sim.shutdown().await;
+}
