@@ -16,15 +16,7 @@ pub(crate) async fn collect(cli: &Cli, args: &CollectArgs) -> anyhow::Result<Exi
     let journal = crate::journal::Journal::open(&cli.journal_path()).await?;
     let run = journal.run_or_newest(args.run_id).await?;
     let connection = send::Connection::new(&args.connection, Some(&run))?;
-    send::identify_for_run(
-        &journal,
-        &run,
-        &connection.client,
-        &connection.limiter,
-        connection.timeout,
-        crate::reads::DEFAULT_GIVE_UP_AFTER,
-    )
-    .await?;
+    connection.identify_for_run(&journal, &run).await?;
     let hooks = match &args.deploy_hook {
         Some(command) => Some(HookOptions {
             command: command.clone(),

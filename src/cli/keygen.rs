@@ -184,15 +184,7 @@ fn fill_from_orders(
     runtime.block_on(async {
         let connection = super::send::Connection::new(connection, None)?;
         let journal = crate::journal::Journal::open(journal).await?;
-        if let Err(err) = super::send::identify(
-            &journal,
-            &connection.client,
-            &connection.limiter,
-            connection.timeout,
-            crate::reads::DEFAULT_GIVE_UP_AFTER,
-        )
-        .await
-        {
+        if let Err(err) = connection.identify(&journal).await {
             journal.close().await;
             return Err(err);
         }

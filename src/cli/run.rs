@@ -374,15 +374,7 @@ pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Resul
         .and_then(|options| options["force"].as_bool())
         .unwrap_or(false);
     let sender = Sender::for_run(&args.send, &run, force)?;
-    send::identify_for_run(
-        &journal,
-        &run,
-        &sender.client,
-        &sender.limiter,
-        sender.options.request_timeout,
-        sender.options.give_up_after,
-    )
-    .await?;
+    sender.identify_for_run(&journal, &run).await?;
     let left = journal.counts(run.id).await?.open();
     tracing::info!(
         "run {}: {}",
@@ -399,15 +391,7 @@ pub(crate) async fn retry(cli: &Cli, args: &super::RetryArgs) -> anyhow::Result<
     let journal = crate::journal::Journal::open(&cli.journal_path()).await?;
     let run = journal.run_or_newest(args.run_id).await?;
     let sender = Sender::for_run(&args.send, &run, false)?;
-    send::identify_for_run(
-        &journal,
-        &run,
-        &sender.client,
-        &sender.limiter,
-        sender.options.request_timeout,
-        sender.options.give_up_after,
-    )
-    .await?;
+    sender.identify_for_run(&journal, &run).await?;
     let requeued = journal.requeue_failed(run.id, args.all).await?;
     send::seed_limiter(&sender.limiter, &journal, sender.options.request_timeout).await?;
     let left = journal.counts(run.id).await?.open();

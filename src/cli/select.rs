@@ -15,7 +15,7 @@ use crate::campaign::select::{
 };
 use crate::exit::Exit;
 
-use super::send::{self, Connection, UsageError};
+use super::send::{Connection, UsageError};
 use super::{Cli, ConnectionArgs};
 
 /// `select --help`: what it reads, what it writes, what it promises.
@@ -175,15 +175,7 @@ pub(crate) async fn select(cli: &Cli, args: &SelectArgs) -> anyhow::Result<Exit>
     let journal_path = cli.journal_path();
     let journal_existed = journal_path.exists();
     let journal = crate::journal::Journal::open(&journal_path).await?;
-    let identity = match send::identify(
-        &journal,
-        &connection.client,
-        &connection.limiter,
-        connection.timeout,
-        crate::reads::DEFAULT_GIVE_UP_AFTER,
-    )
-    .await
-    {
+    let identity = match connection.identify(&journal).await {
         Ok(identity) => identity,
         Err(err) => {
             journal.close().await;

@@ -138,6 +138,54 @@ impl Connection {
             timeout: args.timeout,
         })
     }
+
+    /// [`identify`] through this connection.
+    pub(crate) async fn identify(&self, journal: &Journal) -> anyhow::Result<Identity> {
+        identify(
+            journal,
+            &self.client,
+            &self.limiter,
+            self.timeout,
+            crate::reads::DEFAULT_GIVE_UP_AFTER,
+        )
+        .await
+    }
+
+    /// [`identify_for_run`] through this connection.
+    pub(crate) async fn identify_for_run(
+        &self,
+        journal: &Journal,
+        run: &crate::journal::RunRow,
+    ) -> anyhow::Result<Identity> {
+        identify_for_run(
+            journal,
+            run,
+            &self.client,
+            &self.limiter,
+            self.timeout,
+            crate::reads::DEFAULT_GIVE_UP_AFTER,
+        )
+        .await
+    }
+}
+
+impl Sender {
+    /// [`identify_for_run`] with this sender's client, limiter and patience.
+    pub(crate) async fn identify_for_run(
+        &self,
+        journal: &Journal,
+        run: &crate::journal::RunRow,
+    ) -> anyhow::Result<Identity> {
+        identify_for_run(
+            journal,
+            run,
+            &self.client,
+            &self.limiter,
+            self.options.request_timeout,
+            self.options.give_up_after,
+        )
+        .await
+    }
 }
 
 /// Asks CertCentral who the key belongs to, before anything is planned, written or sent; a
