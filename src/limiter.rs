@@ -263,6 +263,11 @@ impl Limiter {
         self.lock().windows.iter().map(|w| w.span).max()
     }
 
+    /// Whether [`Limiter::seed`] has been called: a later call would count nothing.
+    pub fn is_seeded(&self) -> bool {
+        self.seeded.load(Ordering::SeqCst)
+    }
+
     /// Counts requests that ended `ended_ago` (any order) before now, recorded by an earlier
     /// process or command, so that the windows start as the server sees them. Only the first
     /// call counts: after it, the journal also holds what this limiter admitted itself.

@@ -106,7 +106,7 @@ pub(crate) async fn plan_and_send(
         Some(rows) => {
             let mut errors = Vec::new();
             for row in rows {
-                plan_row(row, &mut planner, args.skip_invalid, &mut errors).await?;
+                plan_row(row.into(), &mut planner, args.skip_invalid, &mut errors).await?;
             }
             errors
         }
@@ -213,29 +213,83 @@ pub(crate) async fn plan_and_send(
     Ok(exit)
 }
 
-/// Streams the manifest's rows (scanned on a blocking thread) into a channel.
-fn stream_rows(
+/// Rows handed from the scanning thread to the planner at once: one wake-up per chunk, not
+/// per row.
+const STREAM_CHUNK: usize = 2048;
+
+/// Streams the manifest's rows (scanned on a blocking thread) into a channel, a chunk at a
+/// time, each row first turned into what the receiver needs by `prepare`, in parallel (rayon):
+/// the work per row stays off the thread that writes the journal.
+fn stream_rows<T: Send + 'static>(
     args: &super::ManifestArgs,
     fill_from_order: bool,
     verified: &Arc<VerifiedCsrs>,
+    prepare: fn(Row) -> T,
 ) -> (
-    tokio::sync::mpsc::Receiver<Row>,
+    tokio::sync::mpsc::Receiver<Vec<T>>,
     tokio::task::JoinHandle<Result<manifest::ScanSummary, manifest::ManifestError>>,
 ) {
+    use rayon::prelude::*;
     let mut options = super::validate::load_options(args);
     options.fill_from_order = fill_from_order;
     let path = args.manifest.clone();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Row>(1024);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<T>>(4);
     let verified = verified.clone();
     let scanning = tokio::task::spawn_blocking(move || {
-        manifest::scan_with(&path, &options, &verified, |row| {
-            match tx.blocking_send(row) {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(_) => ControlFlow::Break(()),
+        let mut chunk = Vec::with_capacity(STREAM_CHUNK);
+        let send = |chunk: Vec<Row>| {
+            let prepared: Vec<T> = chunk.into_par_iter().map(prepare).collect();
+            tx.blocking_send(prepared).is_ok()
+        };
+        let summary = manifest::scan_with(&path, &options, &verified, |row| {
+            chunk.push(row);
+            if chunk.len() < STREAM_CHUNK {
+                return ControlFlow::Continue(());
             }
-        })
+            match send(std::mem::replace(
+                &mut chunk,
+                Vec::with_capacity(STREAM_CHUNK),
+            )) {
+                true => ControlFlow::Continue(()),
+                false => ControlFlow::Break(()),
+            }
+        })?;
+        if !chunk.is_empty() {
+            send(chunk);
+        }
+        Ok(summary)
     });
     (rx, scanning)
+}
+
+/// A manifest row as the planner takes it: a valid order's canonical payload and its digest,
+/// or an invalid row's errors.
+enum Planned {
+    Order {
+        order_id: u64,
+        line: u64,
+        canonical: String,
+        digest: String,
+    },
+    Invalid(manifest::InvalidRow),
+}
+
+impl From<Row> for Planned {
+    fn from(row: Row) -> Self {
+        match row {
+            Row::Valid(order) => {
+                let canonical = payload::canonical_json(&order.body);
+                let digest = payload::digest(&canonical);
+                Planned::Order {
+                    order_id: order.order_id,
+                    line: order.line,
+                    canonical,
+                    digest,
+                }
+            }
+            Row::Invalid(row) => Planned::Invalid(row),
+        }
+    }
 }
 
 /// Streams the manifest into the planner; returns every validation error, in file order.
@@ -245,30 +299,35 @@ async fn plan_rows(
     record_invalid: bool,
     verified: &Arc<VerifiedCsrs>,
 ) -> anyhow::Result<Vec<String>> {
-    let (mut rx, scanning) = stream_rows(args, false, verified);
+    let (mut rx, scanning) = stream_rows(args, false, verified, Planned::from);
     let mut errors = Vec::new();
-    while let Some(row) = rx.recv().await {
-        plan_row(row, planner, record_invalid, &mut errors).await?;
+    while let Some(chunk) = rx.recv().await {
+        for row in chunk {
+            plan_row(row, planner, record_invalid, &mut errors).await?;
+        }
     }
     scanning.await??;
     Ok(errors)
 }
 
 async fn plan_row(
-    row: Row,
+    row: Planned,
     planner: &mut crate::journal::Planner,
     record_invalid: bool,
     errors: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     match row {
-        Row::Valid(order) => {
-            let canonical = payload::canonical_json(&order.body);
-            let digest = payload::digest(&canonical);
+        Planned::Order {
+            order_id,
+            line,
+            canonical,
+            digest,
+        } => {
             planner
-                .add_order(order.order_id, order.line, &canonical, &digest)
+                .add_order(order_id, line, &canonical, &digest)
                 .await?;
         }
-        Row::Invalid(row) => {
+        Planned::Invalid(row) => {
             let text: Vec<String> = row.errors.iter().map(ToString::to_string).collect();
             if record_invalid {
                 planner
@@ -289,10 +348,10 @@ async fn filled_rows(
     sender: &Sender,
     verified: &Arc<VerifiedCsrs>,
 ) -> anyhow::Result<Vec<Row>> {
-    let (mut rx, scanning) = stream_rows(args, true, verified);
+    let (mut rx, scanning) = stream_rows(args, true, verified, |row| row);
     let mut rows = Vec::new();
-    while let Some(row) = rx.recv().await {
-        rows.push(row);
+    while let Some(chunk) = rx.recv().await {
+        rows.extend(chunk);
     }
     scanning.await??;
     let wanted: Vec<u64> = rows

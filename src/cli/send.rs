@@ -354,6 +354,10 @@ pub(crate) async fn seed_limiter(
     journal: &Journal,
     request_timeout: Duration,
 ) -> anyhow::Result<()> {
+    // Only the first seed counts: no need to read the journal's recent requests again.
+    if limiter.is_seeded() {
+        return Ok(());
+    }
     if let Some(span) = limiter.longest_window() {
         let ended = journal.recent_request_ends(span, request_timeout).await?;
         limiter.seed(&ended);

@@ -205,7 +205,7 @@ fn unwrap_pem(text: &str) -> Result<(&'static str, Vec<u8>), CsrError> {
         Some(body) if begin_at == 0 && !body.contains("-----") => body,
         _ => return Err(CsrError::Framing(label.to_owned())),
     };
-    let compact: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let compact: Vec<u8> = body.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     let der = BASE64.decode(compact).map_err(|_| CsrError::Base64)?;
     Ok((normalised, der))
 }
