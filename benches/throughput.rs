@@ -275,27 +275,41 @@ fn defaults_figure(report: &mut Report, work: &Path, csv: &Path) {
     let starts = accepted_reissues(&ledger);
     let refused = ledger.requests.iter().filter(|r| r.status == 429).count();
     let started_us = probe_us.saturating_sub(micros(probe_at.duration_since(started)));
-    let hundredth = starts.get(99).copied();
-    let from_start = hundredth.map(|t| Duration::from_micros(t.saturating_sub(started_us)));
-    let from_first = hundredth
-        .zip(starts.first())
-        .map(|(t, first)| Duration::from_micros(t - first));
+    // Every request counts in the windows: the key's identification (`GET /user/me`) takes one
+    // of the first 100 slots, so the 100th request is the 99th reissue, and the 100th reissue
+    // waits for the identification to leave the 5-s window.
+    let mut answered: Vec<u64> = ledger
+        .requests
+        .iter()
+        .filter(|r| r.status != 429)
+        .map(|r| r.received_us)
+        .collect();
+    answered.sort_unstable();
+    let since_start = |t: u64| Duration::from_micros(t.saturating_sub(started_us));
+    let hundredth_request = answered.get(99).copied().map(since_start);
+    let hundredth_reissue = starts.get(99).copied().map(since_start);
+    let before_reissues = answered
+        .iter()
+        .take_while(|t| starts.first().is_some_and(|first| *t < first))
+        .count();
     let once = starts.len() == 150 && ledger.distinct_orders() == 150;
     report.row(
         "defaults",
         format!(
-            "150 orders, no `--rate`: the 100th reissue **{}** after the command started ({} \
-             after the first); **{refused} × 429**; {} accepted for {} orders",
-            opt_secs(from_start),
-            opt_secs(from_first),
+            "150 orders, no `--rate`: the first 100 requests ({before_reissues} identifying the \
+             key, then reissues) reached the server **{}** after the command started; the 100th \
+             reissue {} (its slot is the identification's, free again after 5 s); \
+             **{refused} × 429**; {} accepted for {} orders",
+            opt_secs(hundredth_request),
+            opt_secs(hundredth_reissue),
             starts.len(),
             ledger.distinct_orders()
         ),
-        "100th ≤ 2 s, 0 × 429",
-        met(from_start.is_some_and(|d| d <= Duration::from_secs(2)) && refused == 0 && once),
+        "100th request ≤ 2 s, 0 × 429",
+        met(hundredth_request.is_some_and(|d| d <= Duration::from_secs(2)) && refused == 0 && once),
         format!(
             "starting the process, validating and planning, then `--concurrency 10` round \
-             trips: the 100-per-5-s window lets the first 100 go at once; {}",
+             trips: the 100-per-5-s window lets the first 100 requests go at once; {}",
             cpu.verdict()
         ),
     );
