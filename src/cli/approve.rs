@@ -1,7 +1,5 @@
 //! `approve`: approve a run's reissue requests that wait for approval, each exactly once.
 
-use tokio_util::sync::CancellationToken;
-
 use crate::campaign::approve::{self, ApproveError, ApproveOptions};
 use crate::exit::Exit;
 
@@ -38,27 +36,22 @@ pub struct ApproveArgs {
 }
 
 pub(crate) async fn approve(cli: &Cli, args: &ApproveArgs) -> anyhow::Result<Exit> {
-    let journal = crate::journal::Journal::open(&cli.journal_path()).await?;
-    let run = journal.run_or_newest(args.run_id).await?;
-    let connection = send::Connection::new(&args.connection, Some(&run))?;
-    send::seed_limiter(&connection.limiter, &journal, connection.timeout).await?;
-    let cancel = CancellationToken::new();
-    let signals = tokio::spawn(send::on_signals(cancel.clone()));
+    let command =
+        send::RunCommand::start(&cli.journal_path(), args.run_id, &args.connection).await?;
     let options = ApproveOptions {
         comment: args.comment.clone(),
-        concurrency: connection.concurrency,
+        concurrency: command.connection.concurrency,
     };
     let result = approve::approve(
-        &journal,
-        &connection.client,
-        &connection.limiter,
-        run.id,
+        &command.journal,
+        &command.connection.client,
+        &command.connection.limiter,
+        command.run.id,
         &options,
-        &cancel,
+        &command.cancel,
     )
     .await;
-    signals.abort();
-    journal.close().await;
+    let run = command.finish().await;
     let summary = match result {
         Ok(summary) => summary,
         Err(ApproveError::Credentials(why)) => {

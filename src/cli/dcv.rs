@@ -2,8 +2,6 @@
 
 use std::io::Write;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::campaign::dcv::check::{self, CheckOptions, DcvCheckError};
 use crate::exit::Exit;
 
@@ -61,27 +59,22 @@ pub(crate) async fn dcv(cli: &Cli, args: &DcvArgs) -> anyhow::Result<Exit> {
 }
 
 async fn check(cli: &Cli, args: &DcvCheckArgs) -> anyhow::Result<Exit> {
-    let journal = crate::journal::Journal::open(&cli.journal_path()).await?;
-    let run = journal.run_or_newest(args.run_id).await?;
-    let connection = send::Connection::new(&args.connection, Some(&run))?;
-    send::seed_limiter(&connection.limiter, &journal, connection.timeout).await?;
-    let cancel = CancellationToken::new();
-    let signals = tokio::spawn(send::on_signals(cancel.clone()));
+    let command =
+        send::RunCommand::start(&cli.journal_path(), args.run_id, &args.connection).await?;
     let options = CheckOptions {
         wait: args.wait,
-        concurrency: connection.concurrency,
+        concurrency: command.connection.concurrency,
     };
     let result = check::check(
-        &journal,
-        &connection.client,
-        &connection.limiter,
-        run.id,
+        &command.journal,
+        &command.connection.client,
+        &command.connection.limiter,
+        command.run.id,
         &options,
-        &cancel,
+        &command.cancel,
     )
     .await;
-    signals.abort();
-    journal.close().await;
+    let run = command.finish().await;
     let summary = match result {
         Ok(summary) => summary,
         Err(DcvCheckError::Credentials(why)) => {

@@ -1,5 +1,6 @@
 //! What `run`, `resume`, `retry` and `demo` share: the key, the client, signals, the runner with
-//! its progress display, the summary and the exit code.
+//! its progress display, the summary and the exit code; and the shell of the commands that work
+//! on one run (`RunCommand`).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -13,7 +14,7 @@ use crate::api::{Client, Network, Trust};
 use crate::events::StopReason;
 use crate::exit::Exit;
 use crate::identity::Identity;
-use crate::journal::{ItemState, Journal};
+use crate::journal::{ItemState, Journal, RunRow};
 use crate::limiter::Limiter;
 use crate::runner::{self, Deps, RunnerOptions};
 use crate::secret::ApiKey;
@@ -363,6 +364,47 @@ pub(crate) async fn seed_limiter(
         limiter.seed(&ended);
     }
     Ok(())
+}
+
+/// What a command that works on one run against CertCentral (`dcv check`, `approve`) holds
+/// while it works: the journal, opened and locked; the run; a connection whose limiter starts
+/// with the journal's recent requests in its windows; and a token that SIGINT/SIGTERM cancel.
+pub(crate) struct RunCommand {
+    pub journal: Journal,
+    pub run: RunRow,
+    pub connection: Connection,
+    pub cancel: CancellationToken,
+    signals: tokio::task::JoinHandle<()>,
+}
+
+impl RunCommand {
+    /// Opens the journal and the run (`run_id`, or the newest), then the connection, seeded.
+    pub(crate) async fn start(
+        journal_path: &std::path::Path,
+        run_id: Option<i64>,
+        args: &ConnectionArgs,
+    ) -> anyhow::Result<Self> {
+        let journal = Journal::open(journal_path).await?;
+        let run = journal.run_or_newest(run_id).await?;
+        let connection = Connection::new(args, Some(&run))?;
+        seed_limiter(&connection.limiter, &journal, connection.timeout).await?;
+        let cancel = CancellationToken::new();
+        let signals = tokio::spawn(on_signals(cancel.clone()));
+        Ok(Self {
+            journal,
+            run,
+            connection,
+            cancel,
+            signals,
+        })
+    }
+
+    /// Stops listening for signals and closes the journal; what is left is the run.
+    pub(crate) async fn finish(self) -> RunRow {
+        self.signals.abort();
+        self.journal.close().await;
+        self.run
+    }
 }
 
 /// How long `count` reissues take at the limiter's quotas, from its windows as they are:
