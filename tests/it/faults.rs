@@ -6,16 +6,6 @@ use reissuer::simulator::{Faults, Scenario};
 
 use crate::support::{self, KEY, output, reissuer, text};
 
-fn run_cmd(
-    dir: &std::path::Path,
-    manifest: &std::path::Path,
-    base_url: &str,
-) -> std::process::Command {
-    let mut cmd = support::run_against(dir, manifest, base_url);
-    cmd.args(["--rate", "unlimited"]);
-    cmd
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_and_dropped_connections_still_end_exactly_once() {
     let sim = support::simulator(Scenario {
@@ -33,7 +23,7 @@ async fn server_errors_and_dropped_connections_still_end_exactly_once() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=200);
-    let mut cmd = run_cmd(dir.path(), &manifest, &sim.base_url());
+    let mut cmd = support::run_unlimited(dir.path(), &manifest, &sim.base_url());
     cmd.args(["--max-attempts", "10"]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -53,7 +43,12 @@ async fn a_lost_answer_is_found_by_reconciliation_not_sent_again() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=5);
-    let out = output(run_cmd(dir.path(), &manifest, &sim.base_url())).await;
+    let out = output(support::run_unlimited(
+        dir.path(),
+        &manifest,
+        &sim.base_url(),
+    ))
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     support::assert_exactly_once(&sim.ledger(), 1..=5);
     let mut report = reissuer(dir.path());
@@ -79,7 +74,7 @@ async fn a_request_that_never_arrived_is_sent_again() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=3);
-    let mut cmd = run_cmd(dir.path(), &manifest, &sim.base_url());
+    let mut cmd = support::run_unlimited(dir.path(), &manifest, &sim.base_url());
     cmd.args(["--max-attempts", "20"]);
     let running = tokio::task::spawn_blocking(move || cmd.output().expect("runs"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -105,7 +100,12 @@ async fn an_undecidable_outcome_stays_uncertain_until_it_can_be_decided() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=2);
-    let out = output(run_cmd(dir.path(), &manifest, &sim.base_url())).await;
+    let out = output(support::run_unlimited(
+        dir.path(),
+        &manifest,
+        &sim.base_url(),
+    ))
+    .await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let mut report = reissuer(dir.path());
     report.arg("report");
@@ -174,16 +174,7 @@ async fn sigterm_stops_cleanly_with_exit_3_and_resume_finishes_exactly_once() {
 /// and checks the server's ledger. Seeded: REISSUER_TORTURE_SEED replays a failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_at_random_moments_never_sends_twice_nor_drops_one() {
-    let seed: u64 = std::env::var("REISSUER_TORTURE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("torture seed: {seed} (replay with REISSUER_TORTURE_SEED={seed})");
+    let seed = support::torture_seed("torture");
     // Larger runs for a soak: REISSUER_TORTURE_ORDERS=2000 REISSUER_TORTURE_KILLS=40.
     let env_number = |name: &str, default: u64| {
         std::env::var(name)
@@ -209,14 +200,7 @@ async fn kill_nine_at_random_moments_never_sends_twice_nor_drops_one() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=orders);
-    let mut state = seed | 1;
-    let mut next = move |bound: u64| {
-        // xorshift: enough for picking kill moments reproducibly.
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % bound
-    };
+    let mut next = support::picker(seed);
     let mut kills = 0;
     while kills < wanted_kills {
         // A quota keeps each life short of finishing, so the kills land mid-run.
@@ -225,28 +209,19 @@ async fn kill_nine_at_random_moments_never_sends_twice_nor_drops_one() {
         // A killed request is either committed by the simulator within its latency or never.
         cmd.args(["--settle", "3s"]);
         cmd.stdout(std::process::Stdio::null());
-        let mut child = cmd.spawn().expect("spawns");
-        tokio::time::sleep(Duration::from_millis(100 + next(500))).await;
-        if let Some(status) = child.try_wait().expect("polls") {
-            eprintln!("life ended by itself with {status} after {kills} kills");
+        let life = Duration::from_millis(100 + next(500));
+        if !support::kill_nine_after(cmd, life).await {
+            eprintln!("after {kills} kills");
             break;
         }
-        child.kill().expect("kill -9");
-        child.wait().expect("reaped");
         kills += 1;
     }
-    let mut last = None;
-    for _ in 0..5 {
-        let mut cmd = run_cmd(dir.path(), &manifest, &sim.base_url());
+    let out = support::rerun_until_done(5, || {
+        let mut cmd = support::run_unlimited(dir.path(), &manifest, &sim.base_url());
         cmd.args(["--max-attempts", "20", "--timeout", "3s", "--settle", "3s"]);
-        let out = output(cmd).await;
-        if out.status.code() == Some(0) {
-            last = Some(out);
-            break;
-        }
-        last = Some(out);
-    }
-    let out = last.expect("ran");
+        cmd
+    })
+    .await;
     eprintln!("{kills} kills (seed {seed})");
     // Whatever fails below, the last run's own account of itself comes with it.
     eprintln!("last run, exit {:?}:\n{}", out.status.code(), text(&out));
@@ -272,7 +247,7 @@ async fn the_key_is_in_no_trace_log_journal_wal_or_report() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=30);
-    let mut cmd = run_cmd(dir.path(), &manifest, &sim.base_url());
+    let mut cmd = support::run_unlimited(dir.path(), &manifest, &sim.base_url());
     cmd.env("RUST_LOG", "trace").args(["--max-attempts", "10"]);
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -309,13 +284,23 @@ async fn a_journal_that_is_not_ours_is_refused_untouched_and_nothing_is_sent() {
     )
     .expect("write");
     let before = std::fs::read(&journal).expect("read");
-    let out = output(run_cmd(dir.path(), &manifest, &sim.base_url())).await;
+    let out = output(support::run_unlimited(
+        dir.path(),
+        &manifest,
+        &sim.base_url(),
+    ))
+    .await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(std::fs::read(&journal).expect("read"), before);
     assert!(sim.ledger().requests.is_empty());
 
     std::fs::write(&journal, b"just some notes").expect("write");
-    let out = output(run_cmd(dir.path(), &manifest, &sim.base_url())).await;
+    let out = output(support::run_unlimited(
+        dir.path(),
+        &manifest,
+        &sim.base_url(),
+    ))
+    .await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a reissuer journal"));
     assert_eq!(std::fs::read(&journal).expect("read"), b"just some notes");
@@ -334,7 +319,7 @@ async fn a_second_signal_stops_at_once_and_resume_still_sends_each_order_once() 
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=20);
-    let mut cmd = run_cmd(dir.path(), &manifest, &sim.base_url());
+    let mut cmd = support::run_unlimited(dir.path(), &manifest, &sim.base_url());
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().expect("spawns");
@@ -392,7 +377,7 @@ async fn an_order_uncertain_in_one_run_is_held_back_in_the_next() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let first = support::tls_manifest(dir.path(), 1..=1);
-    let out = output(run_cmd(dir.path(), &first, &sim.base_url())).await;
+    let out = output(support::run_unlimited(dir.path(), &first, &sim.base_url())).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(sim.ledger().accepted.len(), 1);
 
@@ -405,7 +390,7 @@ async fn an_order_uncertain_in_one_run_is_held_back_in_the_next() {
     let mut rows = std::fs::read_to_string(&first).expect("read");
     rows.push_str("2,example.com,www.example.com,example.csr,2,sha256\n");
     std::fs::write(&second, rows).expect("write");
-    let out = output(run_cmd(dir.path(), &second, &sim.base_url())).await;
+    let out = output(support::run_unlimited(dir.path(), &second, &sim.base_url())).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(
         sim.ledger().accepted_per_order().get(&1),

@@ -14,19 +14,16 @@ fn run_cmd(
     manifest: &std::path::Path,
     base_url: &str,
 ) -> std::process::Command {
-    let mut cmd = support::run_against(dir, manifest, base_url);
-    cmd.args(["--rate", "unlimited", "--max-attempts", "3"]);
+    let mut cmd = support::run_unlimited(dir, manifest, base_url);
+    cmd.args(["--max-attempts", "3"]);
     cmd
 }
 
 /// The report's rows as (state, attempts).
 async fn report_rows(dir: &std::path::Path) -> Vec<(String, u32)> {
-    let mut report = reissuer(dir);
-    report.args(["report", "--format", "json"]);
-    let out = output(report).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON report");
-    rows.iter()
+    support::report_json(dir)
+        .await
+        .iter()
         .map(|row| {
             (
                 row["state"].as_str().expect("state").to_owned(),
@@ -130,14 +127,10 @@ async fn an_outage_in_the_middle_of_a_run_pauses_it_and_costs_no_attempts() {
         cmd.output().expect("runs")
     });
     // Mid-run: once sending is under way (startup takes longer on a loaded machine).
-    let started = std::time::Instant::now();
-    while sim.ledger().accepted.len() < 20 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "nothing was sent"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::wait_until("20 reissues sent", Duration::from_secs(30), || {
+        sim.ledger().accepted.len() >= 20
+    })
+    .await;
     sim.set_faults(Faults {
         error_500: 1.0,
         get_error_500: 1.0,

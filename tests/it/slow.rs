@@ -141,27 +141,12 @@ async fn a_run_left_while_orders_settle_says_so_and_resume_decides_them_later() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_against_a_slow_certcentral_never_sends_twice_nor_drops_one() {
     let _cores = support::cores_to_myself().await;
-    let seed: u64 = std::env::var("REISSUER_TORTURE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("slow torture seed: {seed} (replay with REISSUER_TORTURE_SEED={seed})");
+    let seed = support::torture_seed("slow torture");
     let orders = 150;
     let sim = support::simulator(slow_server(seed)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=orders);
-    let mut state = seed | 1;
-    let mut next = move |bound: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % bound
-    };
+    let mut next = support::picker(seed);
     // The server commits up to 600 ms after arrival; the limiter holds a request at most
     // about 200 ms (4 in flight, 20/s). A 2 s window covers both.
     let flags = [
@@ -179,28 +164,19 @@ async fn kill_nine_against_a_slow_certcentral_never_sends_twice_nor_drops_one() 
             .args(["--rate", "20/1s", "--concurrency", "4"]);
         cmd.stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        let mut child = cmd.spawn().expect("spawns");
-        tokio::time::sleep(Duration::from_millis(200 + next(600))).await;
-        if let Some(status) = child.try_wait().expect("polls") {
-            eprintln!("life ended by itself with {status} after {kills} kills");
+        let life = Duration::from_millis(200 + next(600));
+        if !support::kill_nine_after(cmd, life).await {
+            eprintln!("after {kills} kills");
             break;
         }
-        child.kill().expect("kill -9");
-        child.wait().expect("reaped");
         kills += 1;
     }
-    let mut last = None;
-    for _ in 0..5 {
-        let mut cmd = support::run_against(dir.path(), &manifest, &sim.base_url());
-        cmd.args(flags).args(["--rate", "unlimited"]);
-        let out = output(cmd).await;
-        let done = out.status.code() == Some(0);
-        last = Some(out);
-        if done {
-            break;
-        }
-    }
-    let out = last.expect("ran");
+    let out = support::rerun_until_done(5, || {
+        let mut cmd = support::run_unlimited(dir.path(), &manifest, &sim.base_url());
+        cmd.args(flags);
+        cmd
+    })
+    .await;
     eprintln!("{kills} kills (seed {seed})");
     support::assert_exactly_once(&sim.ledger(), 1..=orders);
     assert_eq!(out.status.code(), Some(0), "seed {seed}: {}", text(&out));

@@ -147,3 +147,89 @@ pub async fn cores_to_myself() -> tokio::sync::MutexGuard<'static, ()> {
     static CORES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     CORES.lock().await
 }
+
+/// `run_against` with no quota: for tests about faults, not pacing.
+pub fn run_unlimited(dir: &Path, manifest: &Path, base_url: &str) -> std::process::Command {
+    let mut cmd = run_against(dir, manifest, base_url);
+    cmd.args(["--rate", "unlimited"]);
+    cmd
+}
+
+/// The run's rows (the newest run), from `report --format json`.
+pub async fn report_json(dir: &Path) -> Vec<serde_json::Value> {
+    let mut report = reissuer(dir);
+    report.args(["report", "--format", "json"]);
+    let out = output(report).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("JSON report")
+}
+
+/// Polls `done` every 20 ms; fails the test, naming `what`, if it is not true within `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `kill -9` and reap.
+pub fn kill_nine(child: &mut std::process::Child) {
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+}
+
+/// The seed of a torture test: `REISSUER_TORTURE_SEED` to replay one, else the clock. Printed.
+pub fn torture_seed(test: &str) -> u64 {
+    let seed = std::env::var("REISSUER_TORTURE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    eprintln!("{test} seed: {seed} (replay with REISSUER_TORTURE_SEED={seed})");
+    seed
+}
+
+/// xorshift from `seed`: numbers below a bound, enough for picking kill moments reproducibly.
+pub fn picker(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed | 1;
+    move |bound: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % bound
+    }
+}
+
+/// Spawns `cmd`, lets it live `life`, then kills it with -9. False when it ended by itself.
+pub async fn kill_nine_after(mut cmd: std::process::Command, life: Duration) -> bool {
+    let mut child = cmd.spawn().expect("spawns");
+    tokio::time::sleep(life).await;
+    if let Some(status) = child.try_wait().expect("polls") {
+        eprintln!("life ended by itself with {status}");
+        return false;
+    }
+    kill_nine(&mut child);
+    true
+}
+
+/// Runs the command `make` builds until it exits 0, at most `tries` times; the last output.
+pub async fn rerun_until_done(
+    tries: usize,
+    mut make: impl FnMut() -> std::process::Command,
+) -> Output {
+    let mut last = None;
+    for _ in 0..tries {
+        let out = output(make()).await;
+        let done = out.status.code() == Some(0);
+        last = Some(out);
+        if done {
+            break;
+        }
+    }
+    last.expect("ran at least once")
+}
