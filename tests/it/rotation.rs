@@ -2,6 +2,7 @@
 //! --deploy-hook`.
 
 use std::path::Path;
+use std::time::Duration;
 
 use reissuer::simulator::{Faults, Scenario, SimulatorHandle};
 
@@ -369,45 +370,56 @@ async fn collect_runs_the_hook_once_per_certificate_with_its_files_and_never_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collect_killed_during_a_hook_runs_only_that_hook_again() {
+    killed_during_hooks(&(301..=306).collect::<Vec<_>>(), 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collect_killed_during_concurrent_hooks_runs_only_those_again() {
+    killed_during_hooks(&(311..=316).collect::<Vec<_>>(), 2).await;
+}
+
+/// Kills `collect --hook-concurrency N` with -9 just after the (N + 2)th hook started (each takes
+/// a second: two have finished, N run), then collects again: exactly the hooks running at the
+/// kill run again, no hook that had finished does.
+async fn killed_during_hooks(ids: &[u64], concurrency: usize) {
     let sim = support::simulator(Scenario::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let ids: Vec<u64> = (301..=306).collect();
-    keygen_campaign(dir.path(), &sim, &ids).await;
-    let mut cmd = collect_with_hook(dir.path(), &sim, &[]);
+    keygen_campaign(dir.path(), &sim, ids).await;
+    let flag = concurrency.to_string();
+    let mut cmd = collect_with_hook(dir.path(), &sim, &["--hook-concurrency", &flag]);
     cmd.env("HOOK_PAUSE", "1")
         .stderr(std::process::Stdio::null());
     let mut child = cmd.spawn().expect("spawns");
-    // Wait for the third hook to start, then kill -9 while it runs.
-    let started = std::time::Instant::now();
-    while ids
-        .iter()
-        .map(|id| hook_runs(dir.path(), *id))
-        .sum::<usize>()
-        < 3
-    {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(60),
-            "no progress"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    child.kill().expect("kill -9");
-    child.wait().expect("reaped");
-    // The hook running at the kill has started and not finished (it sleeps a second).
+    // Counted at a start, not near an end: every slot holds a hook that runs for a second.
+    support::wait_until(
+        "two hooks finished and the next started",
+        Duration::from_secs(60),
+        || {
+            ids.iter()
+                .map(|id| hook_runs(dir.path(), *id))
+                .sum::<usize>()
+                >= concurrency + 2
+        },
+    )
+    .await;
+    support::kill_nine(&mut child);
+    // The hooks running at the kill have started and not finished (each sleeps a second).
     let log = |id: u64| std::fs::read_to_string(dir.path().join(format!("hooks/{id}.runs")));
     let running: Vec<u64> = ids
         .iter()
         .copied()
         .filter(|id| log(*id).is_ok_and(|log| log == "start\n"))
         .collect();
-    assert_eq!(running.len(), 1, "one hook at a time");
     assert_eq!(
-        ids.iter()
-            .filter(|id| hook_runs(dir.path(), **id) == 1)
-            .count(),
-        3,
-        "three hooks had started"
+        running.len(),
+        concurrency,
+        "{concurrency} hook(s) at a time"
     );
+    let finished = ids
+        .iter()
+        .filter(|id| log(**id).is_ok_and(|log| log == "start\ndone\n"))
+        .count();
+    assert_eq!(finished, 2, "two hooks had finished");
 
     let mut again = collect_with_hook(dir.path(), &sim, &[]);
     again.env("HOOK_PAUSE", "0");
@@ -418,9 +430,9 @@ async fn a_collect_killed_during_a_hook_runs_only_that_hook_again() {
         .copied()
         .filter(|id| hook_runs(dir.path(), *id) == 2)
         .collect();
-    // The hook running at the kill ran again; the two finished before it did not.
+    // The hooks running at the kill ran again; those finished before it did not.
     assert_eq!(twice, running, "hooks run twice");
-    for id in &ids {
+    for id in ids {
         assert!((1..=2).contains(&hook_runs(dir.path(), *id)), "order {id}");
     }
     sim.shutdown().await;
@@ -604,22 +616,17 @@ async fn an_approve_killed_while_an_approval_is_answered_never_approves_twice() 
 
     // Every answer takes 2 s; the approval is committed before the wait.
     sim.set_faults(Faults {
-        latency: std::time::Duration::from_secs(2),
+        latency: Duration::from_secs(2),
         ..Faults::default()
     });
     let mut cmd = approve(dir.path(), &sim, &["--concurrency", "1"]);
     cmd.stderr(std::process::Stdio::null());
     let mut child = cmd.spawn().expect("spawns");
-    let started = std::time::Instant::now();
-    while sim.ledger().approvals.len() < 2 {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(60),
-            "no progress"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    child.kill().expect("kill -9");
-    child.wait().expect("reaped");
+    support::wait_until("a second approval", Duration::from_secs(60), || {
+        sim.ledger().approvals.len() >= 2
+    })
+    .await;
+    support::kill_nine(&mut child);
     let in_flight = sim.ledger().approvals[1].order_id;
     sim.set_faults(Faults::default());
 
