@@ -90,15 +90,22 @@ pub(crate) async fn collect(cli: &Cli, args: &CollectArgs) -> anyhow::Result<Exi
     if summary.interrupted {
         return Ok(Exit::Interrupted);
     }
+    // The same hook again: a collect without it would run no hook, the failed ones included.
+    let again = format!(
+        "reissuer collect --run {} --out {}{}",
+        run.id,
+        shell_word(&args.out.display().to_string()),
+        args.deploy_hook
+            .as_deref()
+            .map(|hook| format!(" --deploy-hook {}", shell_word(hook)))
+            .unwrap_or_default()
+    );
     if progress.issued + progress.awaiting_issuance > 0 || !summary.problems.is_empty() {
-        eprintln!(
-            "collect again later: reissuer collect --run {} --out {} --wait 10m",
-            run.id,
-            args.out.display()
-        );
+        eprintln!("collect again later: {again} --wait 10m");
         return Ok(Exit::SomeFailed);
     }
     if hooks_failed {
+        eprintln!("once the cause is fixed, run the failed hooks again: {again}");
         return Ok(Exit::SomeFailed);
     }
     Ok(Exit::Ok)
@@ -130,6 +137,15 @@ fn report_hooks(report: &DeployReport, deployed: u64, downloaded: u64) {
     );
 }
 
+/// `text` as one word for `sh`: as it is when nothing in it is special, else single-quoted.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.to_owned();
+    }
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
 /// Where `keygen` put the run's keys: the directory of the manifest it wrote (a relative
 /// manifest path is taken from the current directory).
 fn manifest_dir(manifest: &str) -> Option<PathBuf> {
@@ -140,4 +156,21 @@ fn manifest_dir(manifest: &str) -> Option<PathBuf> {
         dir
     };
     std::path::absolute(dir).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn a_shell_word_is_quoted_only_when_sh_would_split_or_expand_it() {
+        assert_eq!(
+            shell_word("/etc/reissuer/deploy.sh"),
+            "/etc/reissuer/deploy.sh"
+        );
+        assert_eq!(shell_word("sh hook.sh"), "'sh hook.sh'");
+        assert_eq!(shell_word("echo $X"), "'echo $X'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
 }
