@@ -217,19 +217,18 @@ fn quota_figure(report: &mut Report, work: &Path, csv: &Path, orders: u64, targe
         );
         return;
     };
-    let span = Duration::from_micros(last - first);
     // The requests before the first reissue (the key's identification) hold slots in the same
-    // windows: the fastest schedule starts with them.
-    let before = ledger
+    // windows: the fastest schedule starts with them, and so does the span measured.
+    let earlier: Vec<u64> = ledger
         .requests
         .iter()
         .filter(|r| r.status != 429 && r.received_us < first)
-        .count();
-    let schedule = ideal_starts(before + starts.len(), &quotas);
-    let ideal = schedule
-        .last()
-        .zip(schedule.get(before))
-        .map_or(Duration::ZERO, |(last, first)| *last - *first);
+        .map(|r| r.received_us)
+        .collect();
+    let before = earlier.len();
+    let begun = earlier.into_iter().min().unwrap_or(first);
+    let span = Duration::from_micros(last - begun);
+    let ideal = ideal_span(before + starts.len(), &quotas);
     let efficiency = ideal.as_secs_f64() / span.as_secs_f64().max(1e-9);
     let distinct = ledger.distinct_orders();
     let once = starts.len() as u64 == orders && distinct as u64 == orders;
@@ -239,8 +238,8 @@ fn quota_figure(report: &mut Report, work: &Path, csv: &Path, orders: u64, targe
     report.row(
         &figure,
         format!(
-            "**{efficiency:.3}**: first to last reissue {:.3} s, the windows allow {:.3} s \
-             (after the {before} request(s) identifying the key); **{refused} × 429**; {} \
+            "**{efficiency:.3}**: {before} request(s) identifying the key, then the reissues: \
+             first to last {:.3} s, the windows allow {:.3} s; **{refused} × 429**; {} \
              accepted for {distinct} of {orders} orders",
             span.as_secs_f64(),
             ideal.as_secs_f64(),
@@ -257,8 +256,9 @@ fn quota_figure(report: &mut Report, work: &Path, csv: &Path, orders: u64, targe
     );
     report.detail(format!(
         "{figure}: `--rate {}` on both sides, `--concurrency {CONCURRENCY}`. Efficiency = the \
-         fastest schedule the rolling windows allow for the accepted reissues, after the requests \
-         that came before them (greedy: each starts as soon as every window has room; no margin) ÷ the span from the first to the \
+         fastest schedule the rolling windows allow for the requests that came before the reissues \
+         (the key's identification) and the accepted reissues (greedy: each starts as soon as \
+         every window has room; no margin) ÷ the span from the first of those requests to the \
          last accepted reissue by the simulator's arrival stamps. Command {:.2} s, exit {}; {}",
         QUOTAS.join(" --rate "),
         done.wall.as_secs_f64(),
