@@ -22,3 +22,4 @@ pub mod report;
 pub mod runner;
 pub mod secret;
 pub mod simulator;
+pub mod tenure;

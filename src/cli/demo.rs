@@ -268,5 +268,7 @@ fn demo_send_args() -> SendArgs {
         resend_uncertain: false,
         give_up_after: Duration::from_secs(60),
         settle: crate::runner::DEFAULT_SETTLE,
+        lease: Duration::from_secs(30),
+        no_wait: false,
     }
 }

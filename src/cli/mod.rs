@@ -219,6 +219,18 @@ pub struct SendArgs {
     /// request waits this long.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration_arg)]
     pub settle: std::time::Duration,
+
+    /// With a PostgreSQL journal: one process sends for an account at a time, holding a lease
+    /// it renews every third of this. When the holder stops renewing (killed, frozen, cut off)
+    /// a standby takes over once the lease runs out, waits out the holder's --timeout, then
+    /// reconciles what it left in flight.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration_arg)]
+    pub lease: std::time::Duration,
+
+    /// With a PostgreSQL journal: when another process holds the account's lease, exit 5 at
+    /// once instead of standing by.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -558,7 +570,15 @@ fn exit_for_error(err: &anyhow::Error) -> Exit {
         return Exit::Unreachable;
     }
     for cause in err.chain() {
-        if let Some(JournalError::Locked { .. }) = cause.downcast_ref::<JournalError>() {
+        if cause.downcast_ref::<send::StandbyInterrupted>().is_some() {
+            return Exit::Interrupted;
+        }
+        if let Some(
+            JournalError::Locked { .. }
+            | JournalError::LeaseHeld { .. }
+            | JournalError::LeaseLost { .. },
+        ) = cause.downcast_ref::<JournalError>()
+        {
             return Exit::Locked;
         }
         if let Some(crate::campaign::collect::CollectError::Credentials) = cause.downcast_ref() {
@@ -566,6 +586,11 @@ fn exit_for_error(err: &anyhow::Error) -> Exit {
         }
         if let Some(crate::campaign::fill::FillError::Credentials { .. }) = cause.downcast_ref() {
             return Exit::Credentials;
+        }
+        if let Some(crate::runner::RunnerError::Journal(JournalError::LeaseLost { .. })) =
+            cause.downcast_ref()
+        {
+            return Exit::Locked;
         }
         if let Some(err) = cause.downcast_ref::<crate::identity::IdentityError>() {
             use crate::identity::IdentityError;

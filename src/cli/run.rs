@@ -74,6 +74,12 @@ pub(crate) async fn plan_and_send(
             return Err(err);
         }
     };
+    let lease = send::hold_lease(
+        &journal,
+        &send::lease_account(identity.as_ref(), &sender.base_url),
+        &args.send,
+    )
+    .await?;
     let open_before = journal.newest_open_run().await?;
     let new = NewRun {
         manifest: Some(args.manifest.manifest.display().to_string()),
@@ -209,6 +215,7 @@ pub(crate) async fn plan_and_send(
         });
     }
     let exit = send::execute(&journal, run_id, sender).await?;
+    lease.release(&journal).await;
     journal.close().await;
     Ok(exit)
 }
@@ -433,7 +440,13 @@ pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Resul
         .and_then(|options| options["force"].as_bool())
         .unwrap_or(false);
     let sender = Sender::for_run(&args.send, &run, force)?;
-    sender.identify_for_run(&journal, &run).await?;
+    let identity = sender.identify_for_run(&journal, &run).await?;
+    let lease = send::hold_lease(
+        &journal,
+        &send::lease_account(Some(&identity), &sender.base_url),
+        &args.send,
+    )
+    .await?;
     let left = journal.counts(run.id).await?.open();
     tracing::info!(
         "run {}: {}",
@@ -441,6 +454,7 @@ pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Resul
         send::expected_duration(&sender.limiter, left)
     );
     let exit = send::execute(&journal, run.id, sender).await?;
+    lease.release(&journal).await;
     journal.close().await;
     Ok(exit)
 }
@@ -450,7 +464,13 @@ pub(crate) async fn retry(cli: &Cli, args: &super::RetryArgs) -> anyhow::Result<
     let journal = crate::journal::Journal::open(&cli.journal_path()).await?;
     let run = journal.run_or_newest(args.run_id).await?;
     let sender = Sender::for_run(&args.send, &run, false)?;
-    sender.identify_for_run(&journal, &run).await?;
+    let identity = sender.identify_for_run(&journal, &run).await?;
+    let lease = send::hold_lease(
+        &journal,
+        &send::lease_account(Some(&identity), &sender.base_url),
+        &args.send,
+    )
+    .await?;
     let requeued = journal.requeue_failed(run.id, args.all).await?;
     send::seed_limiter(&sender.limiter, &journal, sender.options.request_timeout).await?;
     let left = journal.counts(run.id).await?.open();
@@ -465,6 +485,7 @@ pub(crate) async fn retry(cli: &Cli, args: &super::RetryArgs) -> anyhow::Result<
         send::expected_duration(&sender.limiter, left)
     );
     let exit = send::execute(&journal, run.id, sender).await?;
+    lease.release(&journal).await;
     journal.close().await;
     Ok(exit)
 }

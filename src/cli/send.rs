@@ -347,6 +347,135 @@ pub(crate) async fn identify_for_run(
     Ok(identity)
 }
 
+/// What a lease is taken on: the account the key belongs to, or for a key not identified
+/// (CertCentral unreachable at the preflight; nothing is sent then) the base URL.
+pub(crate) fn lease_account(identity: Option<&Identity>, base_url: &str) -> String {
+    match identity {
+        Some(identity) => format!("account {}", identity.account_id),
+        None => base_url.to_owned(),
+    }
+}
+
+/// The account lease held on a shared journal, kept alive by a renewal task.
+pub(crate) struct HeldLease {
+    renewal: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl HeldLease {
+    /// Stops renewing and gives the lease up, so a standby takes over at once.
+    pub(crate) async fn release(mut self, journal: &Journal) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+            if let Err(err) = journal.release_lease().await {
+                tracing::warn!("could not release the lease: {err}");
+            }
+        }
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+    }
+}
+
+/// On a PostgreSQL journal, takes the lease on the account (`base_url`) before anything is
+/// planned or sent: while another process holds it, says so once and stands by (or, with
+/// `--no-wait`, fails: exit 5). After taking it from a holder that stopped renewing, waits out
+/// that holder's request timeout, so the reconciliation that follows sees every request it
+/// sent already answered or lost. A SQLite journal has its lock file instead.
+pub(crate) async fn hold_lease(
+    journal: &Journal,
+    base_url: &str,
+    args: &SendArgs,
+) -> anyhow::Result<HeldLease> {
+    use crate::journal::{Engine, JournalError, LeaseAttempt};
+    if journal.engine() != Engine::Postgres {
+        return Ok(HeldLease { renewal: None });
+    }
+    let lease = args.lease.max(Duration::from_millis(300));
+    let poll = (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut standing_by = false;
+    let renewal;
+    loop {
+        match journal
+            .try_lease(base_url, lease, args.connection.timeout)
+            .await?
+        {
+            LeaseAttempt::Taken { from } => {
+                // Renewed from now on: the wait below may outlast the lease.
+                renewal = journal.lease_keeper(lease).map(tokio::spawn);
+                if let Some((old, drain_ms)) = from {
+                    let drain = Duration::from_millis(drain_ms);
+                    tracing::warn!(
+                        "taking over account {base_url} from {} (pid {}), sending since {}: its \
+                         lease ran out; waiting {} for requests it may have left under \
+                         way, then reconciling what it left in flight",
+                        old.host,
+                        old.pid,
+                        old.since,
+                        humantime::format_duration(Duration::from_millis(drain_ms / 1000 * 1000)),
+                    );
+                    tokio::time::sleep(drain).await;
+                } else if standing_by {
+                    tracing::info!("account {base_url}: the lease was given up; sending from here");
+                }
+                break;
+            }
+            LeaseAttempt::Held(holder) => {
+                if args.no_wait {
+                    return Err(JournalError::LeaseHeld {
+                        account: base_url.to_owned(),
+                        host: holder.host,
+                        pid: holder.pid,
+                        since: holder.since,
+                    }
+                    .into());
+                }
+                if !standing_by {
+                    tracing::info!(
+                        "standing by: account {base_url} is being sent by {} (pid {}) since {}; \
+                         taking over if it stops renewing its {} lease",
+                        holder.host,
+                        holder.pid,
+                        holder.since,
+                        humantime::format_duration(lease)
+                    );
+                    standing_by = true;
+                }
+                if interrupted_within(poll).await {
+                    anyhow::bail!(StandbyInterrupted);
+                }
+            }
+        }
+    }
+    Ok(HeldLease { renewal })
+}
+
+/// A signal stopped a process that was standing by; it had sent nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted while standing by; nothing was sent from here")]
+pub(crate) struct StandbyInterrupted;
+
+/// Sleeps `pause`; `true` if SIGINT or SIGTERM came first.
+async fn interrupted_within(pause: Duration) -> bool {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tokio::time::sleep(pause).await;
+        return false;
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => false,
+        _ = interrupt.recv() => true,
+        _ = terminate.recv() => true,
+    }
+}
+
 /// Counts in the limiter's windows the requests the journal recorded lately (by this command's
 /// predecessors, or another command), before this one makes any. Seeding a limiter twice
 /// changes nothing.

@@ -70,8 +70,27 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
             taken_over_by,
         });
     }
+    let holders = journal.lease_holders().await?;
     journal.close().await;
     let mut out = std::io::stdout().lock();
+    if !args.json {
+        // A shared (PostgreSQL) journal: which process sends for each account.
+        for holder in &holders {
+            if holder.live {
+                writeln!(
+                    out,
+                    "account {}: sent by {} (pid {}) since {}",
+                    holder.account, holder.host, holder.pid, holder.since
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "account {}: no sender now (the last was {} (pid {}), from {})",
+                    holder.account, holder.host, holder.pid, holder.since
+                )?;
+            }
+        }
+    }
     if args.json {
         let json: Vec<serde_json::Value> = entries.iter().map(entry_json).collect();
         serde_json::to_writer_pretty(&mut out, &json)?;

@@ -146,10 +146,30 @@ pub enum Change {
 impl Journal {
     /// Applies the changes in one transaction: all or nothing.
     pub async fn apply(&self, changes: &[Change]) -> Result<(), JournalError> {
+        let applied = self.apply_batch(changes).await;
+        match (applied, self.fence.get()) {
+            (Err(JournalError::Sql(_)), Some(fence))
+                if super::lease::taken_from_us(&self.pool, fence).await =>
+            {
+                Err(JournalError::LeaseLost {
+                    account: fence.account.clone(),
+                })
+            }
+            (applied, _) => applied,
+        }
+    }
+
+    async fn apply_batch(&self, changes: &[Change]) -> Result<(), JournalError> {
         if changes.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
+        if let Some(fence) = self.fence.get() {
+            let marks = changes
+                .iter()
+                .any(|change| matches!(change, Change::MarkInFlight { .. }));
+            super::lease::check_fence(&mut tx, fence, marks).await?;
+        }
         let now = now_text();
         // Consecutive marks go in as one set: two statements for the lot instead of two per
         // item (each statement is a round trip to SQLite's worker thread).

@@ -23,6 +23,7 @@ mod csrs;
 mod dcv;
 mod deployments;
 mod items;
+mod lease;
 mod prune;
 mod requests;
 mod rotation;
@@ -42,6 +43,7 @@ pub use campaign::{Collectable, Collection, OrderFacts};
 pub use dcv::{DcvWaiting, NameStatus};
 pub use deployments::Deployable;
 pub use items::{Change, ItemRow, Outcome, UnknownOutcome, WorkItem};
+pub use lease::{LeaseAttempt, LeaseHolder, holder_identity};
 pub use prune::{PruneOutcome, PruneSelection, PrunedRun, Spared};
 pub use requests::SentRequest;
 pub use rotation::Rotation;
@@ -128,6 +130,21 @@ pub enum JournalError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process holds the account's lease (`--no-wait`).
+    #[error(
+        "account {account} is being sent by {host} (pid {pid}) since {since}; this process stands by only without --no-wait"
+    )]
+    LeaseHeld {
+        account: String,
+        host: String,
+        pid: i64,
+        since: String,
+    },
+    /// This process's lease was taken by another after it ran out (frozen, cut off).
+    #[error(
+        "the lease on account {account} was taken by another process; nothing more was sent from here"
+    )]
+    LeaseLost { account: String },
     /// Applying the schema failed.
     #[error("cannot migrate journal {path}")]
     Migrate {
@@ -147,6 +164,10 @@ pub struct Journal {
     /// The file, or the URL without its password.
     path: PathBuf,
     _lock: Option<File>,
+    /// The account lease this process holds on a shared journal, once it took one.
+    fence: std::sync::OnceLock<lease::Fence>,
+    /// When that lease was last confirmed, for the senders.
+    tenure: std::sync::OnceLock<crate::tenure::Tenure>,
 }
 
 impl Journal {
@@ -179,6 +200,8 @@ impl Journal {
             engine: Engine::Sqlite,
             path: path.to_owned(),
             _lock: Some(lock),
+            fence: std::sync::OnceLock::new(),
+            tenure: std::sync::OnceLock::new(),
         })
     }
 
@@ -199,6 +222,8 @@ impl Journal {
             engine: Engine::Sqlite,
             path: path.to_owned(),
             _lock: None,
+            fence: std::sync::OnceLock::new(),
+            tenure: std::sync::OnceLock::new(),
         })
     }
 
@@ -235,6 +260,8 @@ impl Journal {
             engine: Engine::Postgres,
             path: shown,
             _lock: None,
+            fence: std::sync::OnceLock::new(),
+            tenure: std::sync::OnceLock::new(),
         })
     }
 

@@ -326,6 +326,7 @@ impl<'a> Dispatcher<'a> {
             limiter: self.deps.limiter.clone(),
             halt: self.stop.halt.clone(),
             hold: self.contact.outage.hold.clone(),
+            tenure: self.deps.journal.tenure(),
         }
     }
 

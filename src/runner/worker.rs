@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::reconcile::{self, LookupRecord, Target, Verdict};
 use crate::api::{ApiError, Client, Reissued};
 use crate::limiter::{Limiter, Timing};
+use crate::tenure::Tenure;
 
 /// What a task needs to reach CertCentral.
 #[derive(Clone)]
@@ -22,6 +23,9 @@ pub(crate) struct Line {
     pub halt: CancellationToken,
     /// Cancelled when an outage begins: a send still waiting for the limiter does not leave.
     pub hold: CancellationToken,
+    /// On a shared journal, this process's lease on the account: a send does not leave once
+    /// it may have run out (the process was frozen or cut off).
+    pub tenure: Option<Tenure>,
 }
 
 /// The answer to a reissue POST, and how long it took.
@@ -39,6 +43,9 @@ pub(crate) async fn send(line: Line, order_id: i64, body: String) -> Option<Sent
         _ = line.hold.cancelled() => return None,
         permit = line.limiter.acquire() => permit,
     };
+    if line.tenure.as_ref().is_some_and(|tenure| !tenure.fresh()) {
+        return None;
+    }
     let started = Instant::now();
     let result = line.client.reissue(order_id, body).await;
     // Until the answer is in, the request may still be arriving: it holds its place in the
@@ -52,7 +59,7 @@ pub(crate) async fn send(line: Line, order_id: i64, body: String) -> Option<Sent
 
 /// Looks one reissue up; `None` if the run had stopped before it began.
 pub(crate) async fn look_up(line: Line, target: Target) -> Option<(Verdict, LookupRecord)> {
-    if line.halt.is_cancelled() {
+    if line.halt.is_cancelled() || line.tenure.as_ref().is_some_and(|tenure| !tenure.fresh()) {
         return None;
     }
     Some(reconcile::look_up(&line.client, &line.limiter, &target).await)

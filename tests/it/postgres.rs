@@ -165,3 +165,190 @@ async fn kill_nine_at_random_moments_on_postgres_never_sends_twice_nor_drops_one
     );
     sim.shutdown().await;
 }
+
+/// A child whose stderr goes to a file in the test directory, for reading after it ends.
+fn spawn_logged(
+    mut cmd: std::process::Command,
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::process::Child, std::path::PathBuf) {
+    let log = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).expect("log file");
+    cmd.stdout(std::process::Stdio::null()).stderr(file);
+    (cmd.spawn().expect("spawns"), log)
+}
+
+async fn wait_for(mut child: std::process::Child) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || child.wait().expect("waits"))
+        .await
+        .expect("joins")
+}
+
+fn signal(child: &std::process::Child, signal: i32) {
+    let pid = i32::try_from(child.id()).expect("a pid");
+    // SAFETY: kill has no memory preconditions; the pid is our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal {signal}");
+}
+
+async fn accepted_grows(
+    sim: &reissuer::simulator::SimulatorHandle,
+    from: usize,
+    within: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if sim.ledger().accepted.len() > from {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_stands_by_or_exits_five_with_no_wait() {
+    let Some(url) = pg_cluster::fresh_database() else {
+        return;
+    };
+    let sim = support::simulator(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = support::tls_manifest(dir.path(), 1..=40);
+    let sending = |extra: &[&str]| {
+        let mut cmd = on_postgres(
+            support::run_against(dir.path(), &manifest, &sim.base_url()),
+            &url,
+        );
+        cmd.args(["--rate", "10/1s", "--lease", "2s"]).args(extra);
+        cmd
+    };
+    let (first, first_log) = spawn_logged(sending(&[]), dir.path(), "first");
+    assert!(
+        accepted_grows(&sim, 0, Duration::from_secs(20)).await,
+        "the first never sent"
+    );
+    let mut status = on_postgres(reissuer(dir.path()), &url);
+    status.arg("status");
+    let out = output(status).await;
+    assert!(
+        text(&out).contains(&format!("(pid {}) since", first.id())),
+        "status does not show the sender: {}",
+        text(&out)
+    );
+    let out = output(sending(&["--no-wait"])).await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("pid {}", first.id())),
+        "does not name the holder: {}",
+        text(&out)
+    );
+    let (second, second_log) = spawn_logged(sending(&[]), dir.path(), "second");
+    let first_status = wait_for(first).await;
+    let second_status = wait_for(second).await;
+    let first_log = std::fs::read_to_string(first_log).expect("log");
+    let second_log = std::fs::read_to_string(second_log).expect("log");
+    assert_eq!(first_status.code(), Some(0), "{first_log}");
+    assert_eq!(second_status.code(), Some(0), "{second_log}");
+    assert!(
+        second_log.contains("standing by"),
+        "the second did not say it stands by: {second_log}"
+    );
+    support::assert_exactly_once(&sim.ledger(), 1..=40);
+    sim.shutdown().await;
+}
+
+/// Three processes on one journal and one account, quotas enforced by the server, 500s and
+/// answers lost after the commit: the sender is killed -9, the one that took over is frozen
+/// past its lease and then continued. Every order is accepted exactly once without a 429, a
+/// standby says it stands by and takes over, the frozen one sends nothing more, and a final run
+/// finds nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_kill_nine_and_a_frozen_sender_still_send_each_order_once() {
+    let Some(url) = pg_cluster::fresh_database() else {
+        return;
+    };
+    let _cores = support::cores_to_myself().await;
+    let orders = 800;
+    let sim = support::simulator(Scenario {
+        quotas: vec![
+            reissuer::config::Quota {
+                limit: 40,
+                window: Duration::from_secs(1),
+            },
+            reissuer::config::Quota {
+                limit: 400,
+                window: Duration::from_secs(10),
+            },
+        ],
+        faults: Faults {
+            error_500: 0.03,
+            drop_after_commit: 0.02,
+            ..Faults::default()
+        },
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = support::tls_manifest(dir.path(), 1..=orders);
+    let sending = || {
+        let mut cmd = on_postgres(
+            support::run_against(dir.path(), &manifest, &sim.base_url()),
+            &url,
+        );
+        cmd.args([
+            "--rate",
+            "38/1s",
+            "--rate",
+            "390/10s",
+            "--max-attempts",
+            "20",
+        ]);
+        cmd.args(["--lease", "2s", "--timeout", "2s", "--settle", "20s"]);
+        cmd
+    };
+    let (first, _) = spawn_logged(sending(), dir.path(), "first");
+    assert!(accepted_grows(&sim, 0, Duration::from_secs(20)).await);
+    let (second, second_log) = spawn_logged(sending(), dir.path(), "second");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut first = first;
+    first.kill().expect("kill -9");
+    first.wait().expect("reaped");
+    let killed_at = tokio::time::Instant::now();
+    let before = sim.ledger().accepted.len();
+    // Within the lease (2 s) and the request timeout (2 s), plus time to start sending.
+    assert!(
+        accepted_grows(&sim, before, Duration::from_secs(15)).await,
+        "nobody took over: {}",
+        std::fs::read_to_string(&second_log).unwrap_or_default()
+    );
+    eprintln!("first reissue after the kill -9: {:?}", killed_at.elapsed());
+    let (third, third_log) = spawn_logged(sending(), dir.path(), "third");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    signal(&second, libc::SIGSTOP);
+    // Past the second's lease: the third takes over and sends.
+    let frozen = sim.ledger().accepted.len();
+    assert!(
+        accepted_grows(&sim, frozen + 5, Duration::from_secs(20)).await,
+        "the third did not take over from the frozen second"
+    );
+    signal(&second, libc::SIGCONT);
+    let second_status = wait_for(second).await;
+    let third_status = wait_for(third).await;
+    let second_log = std::fs::read_to_string(second_log).expect("log");
+    let third_log = std::fs::read_to_string(third_log).expect("log");
+    assert!(second_log.contains("standing by"), "{second_log}");
+    assert!(second_log.contains("taking over"), "{second_log}");
+    assert_eq!(
+        second_status.code(),
+        Some(5),
+        "the frozen sender did not stop on its lost lease: {second_log}"
+    );
+    assert!(third_log.contains("taking over"), "{third_log}");
+    assert_eq!(third_status.code(), Some(0), "{third_log}");
+
+    let out = output(sending()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ledger = sim.ledger();
+    support::assert_exactly_once(&ledger, 1..=orders);
+    assert_eq!(ledger.count_status(429), 0, "the account was throttled");
+    sim.shutdown().await;
+}
