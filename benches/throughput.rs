@@ -21,6 +21,7 @@
 //! | resume            | `reissuer resume` of a 100,000-order run with 99,000 done              |
 //! | no-op rerun       | 100,000 orders, each with its own CSR, all done: `run` of them again (time, bytes added) |
 //! | virtual time      | 100,000 orders at the defaults, in process on a paused tokio clock     |
+//! | postgres journal  | the engine-overhead run with its journal in PostgreSQL (a throwaway cluster) |
 //!
 //! Generated manifests are cached in cargo's target tmp directory between runs.
 
@@ -40,6 +41,9 @@ use serde::Deserialize;
 
 #[path = "throughput/virtual_time.rs"]
 mod virtual_time;
+
+#[path = "../tests/it/pg_cluster.rs"]
+mod pg_cluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_reissuer");
 const API_KEY: &str = "benchmark-key";
@@ -128,6 +132,10 @@ fn main() {
     if runs("no-op rerun") {
         step("no-op rerun: 100,000 orders with distinct CSRs sent, then run again");
         noop_rerun_figure(&mut report, work, &validate_csv);
+    }
+    if runs("postgres journal") {
+        step("postgres journal: 20,000 orders, unlimited, journal in PostgreSQL");
+        postgres_figure(&mut report, work, &engine_csv);
     }
     if runs("virtual time") {
         step("virtual time: 100,000 orders at the default quotas, paused clock");
@@ -473,6 +481,55 @@ fn engine_figure(report: &mut Report, work: &Path, csv: &Path) -> Engine {
         maxrss_kib: done.usage.maxrss_kib,
         floor_kib: done.floor_kib,
     }
+}
+
+/// The engine-overhead run with the journal in a PostgreSQL database of a throwaway cluster
+/// (fsync off: what is measured is the engine's round trips, not the disk).
+fn postgres_figure(report: &mut Report, work: &Path, csv: &Path) {
+    let Some(url) = pg_cluster::fresh_database() else {
+        report.detail("postgres journal: not measured (no PostgreSQL server binaries)".to_owned());
+        return;
+    };
+    let sim = Simulator::start(work, "postgres", &[]);
+    let stderr = work.join("postgres.err");
+    let done = Command::new(BIN)
+        .arg("run")
+        .arg(csv)
+        .args(send_args(Path::new(&url), &sim))
+        .args(["--rate", "unlimited"])
+        .measure(Some(&stderr));
+    let ledger = sim.ledger();
+    drop(sim);
+    let summary = read(&stderr);
+    let send = SendLine::find(&summary);
+    let whole = ENGINE_ORDERS as f64 / done.wall.as_secs_f64();
+    let send_text = send.as_ref().map_or_else(
+        || "no summary line".to_owned(),
+        |s| {
+            format!(
+                "{:.0}/s send phase ({} requests in {:.1} s)",
+                s.rate, s.requests, s.secs
+            )
+        },
+    );
+    report.row(
+        "postgres journal",
+        format!(
+            "**{send_text}**; **{whole:.0}/s** whole command ({:.2} s); `--concurrency {CONCURRENCY}`",
+            done.wall.as_secs_f64()
+        ),
+        "one host outruns any quota",
+        "—",
+        String::new(),
+    );
+    report.detail(format!(
+        "postgres journal: the engine-overhead run ({ENGINE_ORDERS} orders, unlimited) with \
+         `--journal postgres://…` on a local throwaway cluster (fsync off). Exit {}; simulator \
+         accepted {} reissues ({} distinct orders)",
+        done.code,
+        ledger.accepted.len(),
+        ledger.distinct_orders(),
+    ));
 }
 
 fn shell_figure(report: &mut Report, work: &Path, csv: &Path, engine: &Engine) {

@@ -37,7 +37,8 @@ Every command that talks to CertCentral first asks who the key belongs to (GET /
 recorded with that account id and scoped by it.\n\n\
 Exit codes: 0 every order succeeded or was skipped; 1 some failed, are uncertain or invalid; \
 2 usage error or invalid manifest (nothing sent); 3 interrupted by SIGINT/SIGTERM (resumable); \
-4 credentials refused (401/403), or the key is not of the run's account; 5 the journal is locked by another process; \
+4 credentials refused (401/403), or the key is not of the run's account; 5 the journal is locked by another process, or (PostgreSQL journal) another process sends for the account \
+(--no-wait) or took the lease over; \
 6 CertCentral unreachable, or its server certificate not trusted (unsent items still pending).\n\n\
 Colour: only on a terminal (--color auto), or always, or never; never when NO_COLOR is set \
 to anything but the empty string, whatever --color says."

@@ -351,7 +351,7 @@ pub(crate) async fn identify_for_run(
 /// (CertCentral unreachable at the preflight; nothing is sent then) the base URL.
 pub(crate) fn lease_account(identity: Option<&Identity>, base_url: &str) -> String {
     match identity {
-        Some(identity) => format!("account {}", identity.account_id),
+        Some(identity) => identity.account_id.to_string(),
         None => base_url.to_owned(),
     }
 }
