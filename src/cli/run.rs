@@ -208,6 +208,7 @@ pub(crate) async fn plan_and_send(
             crate::progress::summary(run_id, &summary, journal.path())
         );
         send::explain_untrusted(&summary);
+        lease.release(&journal).await;
         journal.close().await;
         return Ok(match stop {
             StopReason::Interrupted => Exit::Interrupted,
