@@ -8,8 +8,10 @@
 //! Exactly once: the item is marked `sending` (committed) before the approval leaves and
 //! `approved` when it is answered. A mark left by a crash, or an answer that was lost, is
 //! settled by reading the request back (`GET /request/{id}`): approved means done; still
-//! pending means the approval never took effect, and it is sent again; a failed read leaves
-//! the mark for the next `approve`. Nothing is approved on a guess.
+//! pending means the approval has not taken effect, and it is sent again (should a slow
+//! CertCentral still act on the first, one of the two finds the request no longer pending and
+//! is refused: a request is approved once); a failed read leaves the mark for the next
+//! `approve`. Nothing is approved on a guess.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -178,6 +178,7 @@ impl SimulateArgs {
             issuance_delay: self.issuance_delay,
             commit_delay: self.commit_delay,
             commit_delay_jitter: self.commit_delay_jitter,
+            approval_delay: Duration::ZERO,
             faults: Faults {
                 error_500: self.fail_500,
                 error_500_after_commit: self.fail_500_after_commit,

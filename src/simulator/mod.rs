@@ -100,6 +100,9 @@ pub struct Scenario {
     pub commit_delay: Duration,
     /// Plus a uniform random `0..=commit_delay_jitter`.
     pub commit_delay_jitter: Duration,
+    /// The same for an approval (`PUT /request/{id}/status`): processed this long after it
+    /// arrived, even if its client has gone meanwhile.
+    pub approval_delay: Duration,
     /// Seeds every random choice: faults, jitter, DCV tokens, serial numbers, listed orders.
     pub seed: u64,
     /// An outage behind the load balancer: for this long after the simulator starts, every API
@@ -238,6 +241,7 @@ impl fmt::Debug for Scenario {
             .field("faults", &self.faults)
             .field("commit_delay", &self.commit_delay)
             .field("commit_delay_jitter", &self.commit_delay_jitter)
+            .field("approval_delay", &self.approval_delay)
             .field("seed", &self.seed)
             .field("all_500_for", &self.all_500_for)
             .field("all_503_for", &self.all_503_for)

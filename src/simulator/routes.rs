@@ -484,6 +484,7 @@ pub(crate) async fn handle(
             shared.scenario.commit_delay,
             shared.scenario.commit_delay_jitter,
         ),
+        Route::RequestStatus { .. } => shared.scenario.approval_delay,
         _ => Duration::ZERO,
     };
     let (mut exchange, outcome, latency) = if commit_delay.is_zero() {

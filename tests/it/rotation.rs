@@ -653,6 +653,63 @@ async fn an_approve_killed_while_an_approval_is_answered_never_approves_twice() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approve_killed_before_a_slow_approval_took_effect_never_approves_twice() {
+    // CertCentral acts on an approval 2 s after it arrived, whether or not its client is there.
+    let sim = support::simulator(Scenario {
+        approval_required: true,
+        approval_delay: Duration::from_secs(2),
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let waiting: Vec<u64> = (65..=68).collect();
+    let manifest = approval_manifest(dir.path(), &waiting, &[]);
+    let mut run = support::run_against(dir.path(), &manifest, &sim.base_url());
+    run.args(["--rate", "unlimited"]);
+    assert_eq!(output(run).await.status.code(), Some(0));
+
+    let mut cmd = approve(dir.path(), &sim, &["--concurrency", "1"]);
+    cmd.stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("spawns");
+    // Once the pending list is answered the first approval is marked and sent; the server holds
+    // it. The kill comes before the server acts on it.
+    support::wait_until("the pending list", Duration::from_secs(60), || {
+        sim.ledger()
+            .requests
+            .iter()
+            .any(|r| r.method == "GET" && r.path.ends_with("/request") && r.status == 200)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    support::kill_nine(&mut child);
+    assert!(
+        sim.ledger().approvals.is_empty(),
+        "the server acted before the kill"
+    );
+
+    // At once: the read-back may still find the request pending and send again; the server then
+    // acts on whichever comes first and refuses the other.
+    let out = output(approve(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    tokio::time::sleep(Duration::from_secs(3)).await; // anything still held is acted on
+    for id in &waiting {
+        assert_eq!(approvals(&sim, *id).1, 1, "order {id}: approvals committed");
+        assert_eq!(order_status(&sim, *id).await, "issued", "order {id}");
+    }
+    let killed = sim.ledger().approvals[0].order_id;
+    eprintln!(
+        "order {killed} (approval in flight at the kill): {} approval(s) sent",
+        approvals(&sim, killed).0
+    );
+    // Settled: a third approve sends nothing.
+    let before = sim.ledger().requests.len();
+    let out = output(approve(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(sim.ledger().requests.len(), before);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_checks_dcv_approves_and_deploys_with_a_hook() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut demo = reissuer(dir.path());
