@@ -38,6 +38,15 @@ pub struct ApproveArgs {
 pub(crate) async fn approve(cli: &Cli, args: &ApproveArgs) -> anyhow::Result<Exit> {
     let command =
         send::RunCommand::start(&cli.journal_path(), args.run_id, &args.connection).await?;
+    let has_work = !command
+        .journal
+        .approval_items(command.run.id)
+        .await?
+        .is_empty();
+    if has_work && let Err(err) = command.identify().await {
+        command.finish().await;
+        return Err(err);
+    }
     let options = ApproveOptions {
         comment: args.comment.clone(),
         concurrency: command.connection.concurrency,

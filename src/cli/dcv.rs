@@ -61,6 +61,15 @@ pub(crate) async fn dcv(cli: &Cli, args: &DcvArgs) -> anyhow::Result<Exit> {
 async fn check(cli: &Cli, args: &DcvCheckArgs) -> anyhow::Result<Exit> {
     let command =
         send::RunCommand::start(&cli.journal_path(), args.run_id, &args.connection).await?;
+    let has_work = !command
+        .journal
+        .dcv_waiting(command.run.id)
+        .await?
+        .is_empty();
+    if has_work && let Err(err) = command.identify().await {
+        command.finish().await;
+        return Err(err);
+    }
     let options = CheckOptions {
         wait: args.wait,
         concurrency: command.connection.concurrency,

@@ -528,6 +528,15 @@ impl RunCommand {
         })
     }
 
+    /// Makes sure the key is of the run's account, before the command's first request; a
+    /// command with nothing to send does not call this, and asks CertCentral nothing.
+    pub(crate) async fn identify(&self) -> anyhow::Result<()> {
+        self.connection
+            .identify_for_run(&self.journal, &self.run)
+            .await
+            .map(drop)
+    }
+
     /// Stops listening for signals and closes the journal; what is left is the run.
     pub(crate) async fn finish(self) -> RunRow {
         self.signals.abort();

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use reissuer::simulator::{Faults, Scenario, SimulatorHandle};
+use reissuer::simulator::{Faults, KeyAccount, Role, Scenario, SimulatorHandle};
 
 use crate::support::{self, output, reissuer, text};
 
@@ -819,5 +819,45 @@ async fn status_follows_a_run_from_dcv_and_approval_to_deployed() {
         line,
         "0 awaiting DCV, 0 awaiting approval, 4 issued, 4 downloaded, 4 deployed"
     );
+    sim.shutdown().await;
+}
+
+/// `approve` asks who the key is before it sends anything: a key of another account than the
+/// run's is refused with exit 4 and approves nothing; the run's own account's key then does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_with_a_key_of_another_account_exits_four_and_approves_nothing() {
+    const OTHER_KEY: &str = "key-of-another-account-5b1e";
+    let sim = support::simulator(Scenario {
+        approval_required: true,
+        other_keys: vec![KeyAccount {
+            key: OTHER_KEY.to_owned(),
+            account_id: 7_770_007,
+            role: Role::Administrator,
+        }],
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let waiting: Vec<u64> = (61..=63).collect();
+    let manifest = approval_manifest(dir.path(), &waiting, &[]);
+    let mut run = support::run_against(dir.path(), &manifest, &sim.base_url());
+    run.args(["--rate", "unlimited"]);
+    assert_eq!(output(run).await.status.code(), Some(0));
+
+    let mut other = approve(dir.path(), &sim, &[]);
+    other.env("DIGICERT_API_KEY", OTHER_KEY);
+    let out = output(other).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("7770007"), "{}", text(&out));
+    assert!(
+        sim.ledger().approvals.is_empty(),
+        "approved with the wrong key"
+    );
+
+    let out = output(approve(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for id in &waiting {
+        assert_eq!(approvals(&sim, *id), (1, 1), "order {id}");
+    }
     sim.shutdown().await;
 }
