@@ -422,6 +422,12 @@ pub(crate) async fn hold_lease(
                 } else if standing_by {
                     tracing::info!("account {base_url}: the lease was given up; sending from here");
                 }
+                let (host, pid) = crate::journal::holder_identity();
+                tracing::info!(
+                    "account {base_url}: sent from {host} (pid {pid}) from now on; the {} lease \
+                     is renewed every third of it",
+                    humantime::format_duration(lease)
+                );
                 break;
             }
             LeaseAttempt::Held(holder) => {

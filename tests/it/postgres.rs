@@ -242,6 +242,7 @@ async fn a_second_process_stands_by_or_exits_five_with_no_wait() {
         text(&out)
     );
     let (second, second_log) = spawn_logged(sending(&[]), dir.path(), "second");
+    let first_pid = first.id();
     let first_status = wait_for(first).await;
     let second_status = wait_for(second).await;
     let first_log = std::fs::read_to_string(first_log).expect("log");
@@ -251,6 +252,10 @@ async fn a_second_process_stands_by_or_exits_five_with_no_wait() {
     assert!(
         second_log.contains("standing by"),
         "the second did not say it stands by: {second_log}"
+    );
+    assert!(
+        first_log.contains(&format!("(pid {}) from now on", first_pid)),
+        "the sender did not say it sends: {first_log}"
     );
     support::assert_exactly_once(&sim.ledger(), 1..=40);
     sim.shutdown().await;
