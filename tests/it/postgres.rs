@@ -79,25 +79,18 @@ async fn a_run_on_postgres_sends_each_order_once_and_reports_like_sqlite() {
     sim.shutdown().await;
 }
 
-/// The SQLite kill -9 torture against a PostgreSQL journal: each life is killed at a random
-/// moment, the next one resumes, every order is accepted exactly once.
+/// The kill -9 torture with two processes at once on one PostgreSQL journal: one sends, the
+/// other stands by; at random moments one of them (sender or standby) is killed and a new one
+/// started in its place. Every order is accepted exactly once, and a final run finds nothing
+/// left to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_nine_at_random_moments_on_postgres_never_sends_twice_nor_drops_one() {
+async fn two_processes_killed_at_random_moments_on_postgres_never_send_twice_nor_drop_one() {
     let Some(url) = pg_cluster::fresh_database() else {
         return;
     };
-    let seed: u64 = std::env::var("REISSUER_TORTURE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("torture seed: {seed} (replay with REISSUER_TORTURE_SEED={seed})");
+    let seed = support::torture_seed("two-process torture");
     let orders = 200;
-    let wanted_kills = 8;
+    let wanted_kills = 10;
     let sim = support::simulator(Scenario {
         faults: Faults {
             error_500: 0.05,
@@ -114,49 +107,53 @@ async fn kill_nine_at_random_moments_on_postgres_never_sends_twice_nor_drops_one
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=orders);
-    let mut state = seed | 1;
-    let mut next = move |bound: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % bound
-    };
-    let mut kills = 0;
-    while kills < wanted_kills {
+    let mut next = support::picker(seed);
+    let start = || {
         let mut cmd = on_postgres(
             support::run_against(dir.path(), &manifest, &sim.base_url()),
             &url,
         );
-        cmd.args(["--max-attempts", "20", "--rate", "20/1s", "--timeout", "3s"]);
-        cmd.args(["--settle", "3s"]);
-        cmd.stdout(std::process::Stdio::null());
-        let mut child = cmd.spawn().expect("spawns");
-        tokio::time::sleep(Duration::from_millis(300 + next(500))).await;
-        if let Some(status) = child.try_wait().expect("polls") {
-            eprintln!("life ended by itself with {status} after {kills} kills");
+        // A quota keeps each life short of finishing; a short lease makes takeovers quick.
+        cmd.args(["--max-attempts", "20", "--rate", "20/1s", "--timeout", "2s"]);
+        cmd.args(["--settle", "3s", "--lease", "1s"]);
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd.spawn().expect("spawns")
+    };
+    let mut pair = [start(), start()];
+    let mut kills = 0;
+    while kills < wanted_kills {
+        tokio::time::sleep(Duration::from_millis(300 + next(1200))).await;
+        let victim = usize::try_from(next(2)).expect("0 or 1");
+        if pair
+            .iter_mut()
+            .all(|child| child.try_wait().expect("polls").is_some())
+        {
+            eprintln!("both ended by themselves after {kills} kills");
             break;
         }
-        child.kill().expect("kill -9");
-        child.wait().expect("reaped");
+        support::kill_nine(&mut pair[victim]);
         kills += 1;
+        pair[victim] = start();
     }
-    let mut last = None;
-    for _ in 0..5 {
+    for child in &mut pair {
+        support::kill_nine(child);
+    }
+    let out = support::rerun_until_done(5, || {
         let mut cmd = on_postgres(
             support::run_against(dir.path(), &manifest, &sim.base_url()),
             &url,
         );
         cmd.args(["--rate", "unlimited", "--max-attempts", "20"]);
-        cmd.args(["--timeout", "3s", "--settle", "3s"]);
-        let out = output(cmd).await;
-        let done = out.status.code() == Some(0);
-        last = Some(out);
-        if done {
-            break;
-        }
-    }
-    let out = last.expect("ran");
-    eprintln!("{kills} kills (seed {seed})");
+        cmd.args(["--timeout", "2s", "--settle", "3s", "--lease", "1s"]);
+        cmd
+    })
+    .await;
+    eprintln!(
+        "{kills} kills (seed {seed}); last run, exit {:?}:\n{}",
+        out.status.code(),
+        text(&out)
+    );
     support::assert_exactly_once(&sim.ledger(), 1..=orders);
     assert_eq!(out.status.code(), Some(0), "seed {seed}: {}", text(&out));
     assert!(
