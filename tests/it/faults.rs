@@ -184,20 +184,7 @@ async fn kill_nine_at_random_moments_never_sends_twice_nor_drops_one() {
     };
     let orders = env_number("REISSUER_TORTURE_ORDERS", 300);
     let wanted_kills = env_number("REISSUER_TORTURE_KILLS", 10);
-    let sim = support::simulator(Scenario {
-        faults: Faults {
-            error_500: 0.05,
-            error_503: 0.03,
-            drop_after_commit: 0.03,
-            latency: Duration::from_millis(5),
-            latency_jitter: Duration::from_millis(40),
-            ..Faults::default()
-        },
-        retry_after: Some(Duration::from_secs(1)),
-        seed,
-        ..Scenario::default()
-    })
-    .await;
+    let sim = support::simulator(support::torture_scenario(seed)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=orders);
     let mut next = support::picker(seed);

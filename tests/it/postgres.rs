@@ -91,20 +91,7 @@ async fn two_processes_killed_at_random_moments_on_postgres_never_send_twice_nor
     let seed = support::torture_seed("two-process torture");
     let orders = 200;
     let wanted_kills = 10;
-    let sim = support::simulator(Scenario {
-        faults: Faults {
-            error_500: 0.05,
-            error_503: 0.03,
-            drop_after_commit: 0.03,
-            latency: Duration::from_millis(5),
-            latency_jitter: Duration::from_millis(40),
-            ..Faults::default()
-        },
-        retry_after: Some(Duration::from_secs(1)),
-        seed,
-        ..Scenario::default()
-    })
-    .await;
+    let sim = support::simulator(support::torture_scenario(seed)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let manifest = support::tls_manifest(dir.path(), 1..=orders);
     let mut next = support::picker(seed);

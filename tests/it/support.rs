@@ -194,6 +194,25 @@ pub fn torture_seed(test: &str) -> u64 {
     seed
 }
 
+/// The torture tests' CertCentral: 5 % 500s, 3 % 503s (Retry-After 1 s), 3 % answers lost after
+/// the commit, 5–45 ms of latency; its faults drawn from `seed`.
+pub fn torture_scenario(seed: u64) -> reissuer::simulator::Scenario {
+    use reissuer::simulator::{Faults, Scenario};
+    Scenario {
+        faults: Faults {
+            error_500: 0.05,
+            error_503: 0.03,
+            drop_after_commit: 0.03,
+            latency: Duration::from_millis(5),
+            latency_jitter: Duration::from_millis(40),
+            ..Faults::default()
+        },
+        retry_after: Some(Duration::from_secs(1)),
+        seed,
+        ..Scenario::default()
+    }
+}
+
 /// xorshift from `seed`: numbers below a bound, enough for picking kill moments reproducibly.
 pub fn picker(seed: u64) -> impl FnMut(u64) -> u64 {
     let mut state = seed | 1;
