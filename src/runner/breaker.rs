@@ -10,6 +10,14 @@
 //! What opens it: a request that never left (connection refused, DNS, TLS handshake) at once;
 //! 5xx answers or lost answers about `trip_after` different orders in a row with no other answer
 //! between. The same order failing again and again is that order's problem, not an outage.
+//!
+//! "Between" is judged by when requests left, not by when their ends are seen: with many
+//! requests in flight, the answer to one sent before an outage began can come back after the
+//! first failures of the outage. An answer only shows that CertCentral was up when its request
+//! arrived, so it clears the failures seen before that request left, and ends an outage only if
+//! its request left after the outage began. Otherwise an early failure would drop out of the
+//! count, be charged to its order as if it were the order's own problem, and the order would be
+//! sent again once CertCentral is back.
 
 use std::time::{Duration, Instant};
 
@@ -44,8 +52,9 @@ impl Policy {
 /// What the end of one request says about CertCentral as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
-    /// An HTTP answer other than a 5xx failure (a 2xx, a 4xx, a 429 or 503 throttle): it is there.
-    Answered,
+    /// An HTTP answer other than a 5xx failure (a 2xx, a 4xx, a 429 or 503 throttle): it was
+    /// there when the request arrived. `sent_at`: when the request left.
+    Answered { sent_at: Instant },
     /// A 5xx, or no answer after the request left: about this order, maybe about all. `item_id`:
     /// the item whose request it was (none for a probe).
     Failed { order_id: i64, item_id: Option<i64> },
@@ -71,8 +80,8 @@ pub enum Change {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     Closed {
-        /// (order, item) of the failures since the last answer, one per order.
-        failing: Vec<(i64, Option<i64>)>,
+        /// The failures since the last answer that counts, one per order.
+        failing: Vec<Failure>,
     },
     Open {
         since: Instant,
@@ -83,6 +92,13 @@ enum State {
         since: Instant,
         failed_probes: u32,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Failure {
+    order_id: i64,
+    item_id: Option<i64>,
+    seen_at: Instant,
 }
 
 /// An outage as seen from outside.
@@ -147,34 +163,48 @@ impl Breaker {
     /// The end of a request that was not a probe.
     pub fn observe(&mut self, signal: Signal, now: Instant) -> Change {
         match (&mut self.state, signal) {
-            (State::Closed { failing }, Signal::Answered) => {
-                failing.clear();
+            (State::Closed { failing }, Signal::Answered { sent_at }) => {
+                failing.retain(|failure| failure.seen_at > sent_at);
                 Change::None
             }
             (State::Closed { failing }, Signal::Failed { order_id, item_id }) => {
-                if !failing.iter().any(|(order, _)| *order == order_id) {
-                    failing.push((order_id, item_id));
+                if !failing.iter().any(|failure| failure.order_id == order_id) {
+                    failing.push(Failure {
+                        order_id,
+                        item_id,
+                        seen_at: now,
+                    });
                 }
                 if failing.len() < self.policy.trip_after {
                     return Change::None;
                 }
-                let items = failing.iter().filter_map(|(_, item)| *item).collect();
+                let items = failing
+                    .iter()
+                    .filter_map(|failure| failure.item_id)
+                    .collect();
                 self.trip(now);
                 Change::Tripped { items }
             }
             (State::Closed { failing }, Signal::Unreachable) => {
                 // Failures just before it (timeouts, then refusals) were the outage beginning.
-                let items = failing.iter().filter_map(|(_, item)| *item).collect();
+                let items = failing
+                    .iter()
+                    .filter_map(|failure| failure.item_id)
+                    .collect();
                 self.trip(now);
                 Change::Tripped { items }
             }
-            // An answer to a request sent before or during the outage: it is over.
-            (State::Open { since, .. } | State::Probing { since, .. }, Signal::Answered) => {
+            // An answer to a request that left during the outage (the probe's, or one sent
+            // after): it is over.
+            (
+                State::Open { since, .. } | State::Probing { since, .. },
+                Signal::Answered { sent_at },
+            ) if sent_at >= *since => {
                 let lasted = now.saturating_duration_since(*since);
                 self.close();
                 Change::Recovered { lasted }
             }
-            // Stragglers sent before the outage was known say nothing new.
+            // Stragglers sent before the outage was known, answered or not, say nothing new.
             (State::Open { .. } | State::Probing { .. }, _) => Change::None,
         }
     }

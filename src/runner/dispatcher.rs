@@ -13,10 +13,9 @@ use super::reconcile::{LookupRecord, Target, Verdict};
 use super::schedule::{Job, Next, Schedule};
 use super::worker::{self, Line, Sent};
 use super::{Deps, RunnerError, RunnerOptions};
-use crate::api::{ApiError, UntrustedServer};
+use crate::api::UntrustedServer;
 use crate::events::{RunnerEvent, StopReason};
 use crate::journal::{Change, Counts, ItemState, JournalError, WorkItem};
-use crate::limiter::Timing;
 
 mod finish;
 mod outage;
@@ -40,7 +39,7 @@ pub(super) enum Done {
     /// never left.
     Withdrawn(WorkItem),
     /// The outage probe ended, and when (`None`: the run stopped before it left).
-    Probed(Option<(Result<(), ApiError>, Timing)>),
+    Probed(Option<worker::Probed>),
     /// The run stopped before the lookup began; the item keeps its state.
     NotLookedUp,
 }

@@ -48,6 +48,8 @@ pub struct LookupRecord {
     pub kind: &'static str,
     pub http_status: Option<u16>,
     pub outcome: String,
+    /// When the GET left.
+    pub started: std::time::Instant,
     pub duration: Duration,
 }
 
@@ -114,6 +116,7 @@ pub async fn look_up(
             kind,
             http_status,
             outcome,
+            started,
             duration,
         },
     )

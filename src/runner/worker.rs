@@ -31,6 +31,8 @@ pub(crate) struct Line {
 /// The answer to a reissue POST, and how long it took.
 pub(crate) struct Sent {
     pub result: Result<Reissued, ApiError>,
+    /// When the request left.
+    pub started: Instant,
     pub duration: Duration,
 }
 
@@ -53,6 +55,7 @@ pub(crate) async fn send(line: Line, order_id: i64, body: String) -> Option<Sent
     drop(permit);
     Some(Sent {
         result,
+        started,
         duration: started.elapsed(),
     })
 }
@@ -65,17 +68,30 @@ pub(crate) async fn look_up(line: Line, target: Target) -> Option<(Verdict, Look
     Some(reconcile::look_up(&line.client, &line.limiter, &target).await)
 }
 
+/// The end of the outage probe.
+pub(crate) struct Probed {
+    pub result: Result<(), ApiError>,
+    /// When it left.
+    pub started: Instant,
+    pub timing: Timing,
+}
+
 /// Whether CertCentral answers again: a harmless GET of one order (counted by the limiter like
 /// every request, and recorded for the next process's windows); `None` if the run stopped
 /// first.
-pub(crate) async fn probe(line: Line, order_id: i64) -> Option<(Result<(), ApiError>, Timing)> {
+pub(crate) async fn probe(line: Line, order_id: i64) -> Option<Probed> {
     let permit = tokio::select! {
         biased;
         _ = line.halt.cancelled() => return None,
         permit = line.limiter.acquire() => permit,
     };
+    let started = Instant::now();
     let result = line.client.order_info(order_id).await.map(|_| ());
-    Some((result, permit.end()))
+    Some(Probed {
+        result,
+        started,
+        timing: permit.end(),
+    })
 }
 
 /// The wait before attempt `attempts + 1`: exponential with jitter (backon's schedule).

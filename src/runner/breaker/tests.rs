@@ -22,6 +22,10 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
+fn answered(sent_at: Instant) -> Signal {
+    Signal::Answered { sent_at }
+}
+
 #[test]
 fn a_request_that_never_left_opens_it_at_once() {
     let now = Instant::now();
@@ -78,15 +82,41 @@ fn one_order_failing_again_and_again_is_not_an_outage() {
 }
 
 #[test]
-fn an_answer_between_failures_starts_the_count_again() {
-    let now = Instant::now();
+fn an_answer_to_a_request_sent_after_the_failures_starts_the_count_again() {
+    let t0 = Instant::now();
     let mut breaker = Breaker::new(policy(), 1);
-    let _ = breaker.observe(failed(1), now);
-    let _ = breaker.observe(failed(2), now);
-    assert_eq!(breaker.observe(Signal::Answered, now), Change::None);
-    let _ = breaker.observe(failed(3), now);
-    assert_eq!(breaker.observe(failed(4), now), Change::None);
+    let _ = breaker.observe(failed(1), t0);
+    let _ = breaker.observe(failed(2), t0);
+    assert_eq!(
+        breaker.observe(answered(t0 + secs(1)), t0 + secs(2)),
+        Change::None
+    );
+    let _ = breaker.observe(failed(3), t0 + secs(3));
+    assert_eq!(breaker.observe(failed(4), t0 + secs(3)), Change::None);
     assert!(breaker.is_closed());
+}
+
+#[test]
+fn a_late_answer_to_a_request_sent_before_the_failures_keeps_them_counted() {
+    // With requests in flight when an outage begins, an answer to one that left earlier can
+    // arrive between its first failures: those must still be given back when it trips.
+    let t0 = Instant::now();
+    let mut breaker = Breaker::new(policy(), 1);
+    let _ = breaker.observe(failed(1), t0 + secs(2));
+    assert_eq!(breaker.observe(answered(t0), t0 + secs(3)), Change::None);
+    let _ = breaker.observe(failed(2), t0 + secs(3));
+    // Sent after the first failure was seen, before the second: only the first is cleared.
+    assert_eq!(
+        breaker.observe(answered(t0 + secs(2)), t0 + secs(4)),
+        Change::None
+    );
+    let _ = breaker.observe(failed(3), t0 + secs(4));
+    assert_eq!(
+        breaker.observe(failed(4), t0 + secs(4)),
+        Change::Tripped {
+            items: vec![1002, 1003, 1004]
+        }
+    );
 }
 
 #[test]
@@ -153,7 +183,7 @@ fn a_probe_that_is_answered_closes_it_and_says_how_long_it_lasted() {
     let _ = breaker.observe(Signal::Unreachable, t0);
     assert!(breaker.start_probe(t0 + secs(1)));
     assert_eq!(
-        breaker.probe_ended(Signal::Answered, t0 + secs(2)),
+        breaker.probe_ended(answered(t0 + secs(1)), t0 + secs(2)),
         Change::Recovered { lasted: secs(2) }
     );
     assert!(breaker.is_closed());
@@ -175,18 +205,28 @@ fn a_5xx_probe_counts_as_failed() {
 }
 
 #[test]
-fn a_late_answer_to_an_earlier_request_ends_the_outage_and_a_late_failure_does_not_extend_it() {
+fn late_ends_of_requests_sent_before_the_outage_neither_end_nor_extend_it() {
+    let t0 = Instant::now();
+    let mut breaker = Breaker::new(policy(), 1);
+    let _ = breaker.observe(Signal::Unreachable, t0 + secs(1));
+    assert_eq!(breaker.observe(failed(1), t0 + secs(2)), Change::None);
+    assert_eq!(
+        breaker.observe(Signal::Unreachable, t0 + secs(2)),
+        Change::None
+    );
+    assert_eq!(breaker.observe(answered(t0), t0 + secs(2)), Change::None);
+    assert_eq!(breaker.outage().expect("outage").since, t0 + secs(1));
+}
+
+#[test]
+fn an_answer_to_a_request_sent_during_the_outage_ends_it_and_a_late_probe_failure_does_not_reopen_it()
+ {
     let t0 = Instant::now();
     let mut breaker = Breaker::new(policy(), 1);
     let _ = breaker.observe(Signal::Unreachable, t0);
-    assert_eq!(breaker.observe(failed(1), t0 + secs(1)), Change::None);
+    assert!(breaker.start_probe(t0 + secs(1)));
     assert_eq!(
-        breaker.observe(Signal::Unreachable, t0 + secs(1)),
-        Change::None
-    );
-    assert_eq!(breaker.outage().expect("outage").since, t0);
-    assert_eq!(
-        breaker.observe(Signal::Answered, t0 + secs(3)),
+        breaker.observe(answered(t0 + secs(1)), t0 + secs(3)),
         Change::Recovered { lasted: secs(3) }
     );
     // The probe still out then fails: a fresh failure, judged like any other.
@@ -227,14 +267,18 @@ fn every_state_and_signal_lands_in_the_expected_state() {
     }
     let t0 = Instant::now();
     // (state before, signal to `observe`, closed after?)
+    let (before, during) = (answered(t0 - secs(1)), answered(t0 + secs(1)));
     let table = [
-        (From::Closed, Signal::Answered, true),
+        (From::Closed, before, true),
+        (From::Closed, during, true),
         (From::Closed, failed(1), true),
         (From::Closed, Signal::Unreachable, false),
-        (From::Open, Signal::Answered, true),
+        (From::Open, before, false),
+        (From::Open, during, true),
         (From::Open, failed(1), false),
         (From::Open, Signal::Unreachable, false),
-        (From::Probing, Signal::Answered, true),
+        (From::Probing, before, false),
+        (From::Probing, during, true),
         (From::Probing, failed(1), false),
         (From::Probing, Signal::Unreachable, false),
     ];

@@ -53,7 +53,13 @@ impl Dispatcher<'_> {
                     // kept from the breaker (the decision stops the run).
                     let outage = match refused {
                         true => self.contact.outage.is_down(),
-                        false => self.observe(reach, (item.order_id, item.id), charged, cause),
+                        false => self.observe(
+                            reach,
+                            sent.started,
+                            (item.order_id, item.id),
+                            charged,
+                            cause,
+                        ),
                     };
                     self.contact.answered |= match &answer {
                         Answer::Accepted(_) => true,
@@ -103,7 +109,13 @@ impl Dispatcher<'_> {
                             self.refused(server);
                             self.contact.outage.is_down()
                         }
-                        _ => self.observe(reach, (item.order_id, item_id), true, cause),
+                        _ => self.observe(
+                            reach,
+                            record.started,
+                            (item.order_id, item_id),
+                            true,
+                            cause,
+                        ),
                     };
                     // What the lookup saw is as old as its start.
                     let looked_at = OffsetDateTime::now_utc() - record.duration;

@@ -12,7 +12,6 @@ use super::{Dispatcher, Done};
 use crate::api::{ApiError, Reach};
 use crate::events::{RunnerEvent, StopReason};
 use crate::journal::{JournalError, SentRequest};
-use crate::limiter::Timing;
 use crate::runner::breaker::{Breaker, Change, Policy, Signal};
 use crate::runner::worker;
 
@@ -53,23 +52,24 @@ impl Outage {
     }
 }
 
-/// What the end of a request says, in the breaker's terms.
-fn signal(reach: Reach, order_id: i64, item_id: Option<i64>) -> Signal {
+/// What the end of a request that left at `sent_at` says, in the breaker's terms.
+fn signal(reach: Reach, sent_at: Instant, order_id: i64, item_id: Option<i64>) -> Signal {
     match reach {
-        Reach::Answered => Signal::Answered,
+        Reach::Answered => Signal::Answered { sent_at },
         Reach::Failed => Signal::Failed { order_id, item_id },
         Reach::Unreachable => Signal::Unreachable,
     }
 }
 
 impl Dispatcher<'_> {
-    /// Tells the breaker how a request of `item_id` (order `order_id`) ended; `cause` says how,
-    /// for the log, when it failed; `charged`: whether the item paid an attempt for it (if the
-    /// outage is recognized later, that attempt is given back). Returns whether CertCentral is
-    /// now taken to be down, this answer included.
+    /// Tells the breaker how a request of `item_id` (order `order_id`) that left at `sent_at`
+    /// ended; `cause` says how, for the log, when it failed; `charged`: whether the item paid an
+    /// attempt for it (if the outage is recognized later, that attempt is given back). Returns
+    /// whether CertCentral is now taken to be down, this answer included.
     pub(super) fn observe(
         &mut self,
         reach: Reach,
+        sent_at: Instant,
         (order_id, item_id): (i64, i64),
         charged: bool,
         cause: Option<String>,
@@ -77,7 +77,7 @@ impl Dispatcher<'_> {
         if reach != Reach::Answered {
             self.contact.outage.probe_order = Some(order_id);
         }
-        let signal = signal(reach, order_id, charged.then_some(item_id));
+        let signal = signal(reach, sent_at, order_id, charged.then_some(item_id));
         let change = self.contact.outage.breaker.observe(signal, Instant::now());
         if let Change::Tripped { items } = &change {
             // Those failures were charged before they were known to be an outage; this one is
@@ -104,8 +104,13 @@ impl Dispatcher<'_> {
     }
 
     /// The probe ended (`None`: the run stopped before it left).
-    pub(super) fn probed(&mut self, result: Option<(Result<(), ApiError>, Timing)>) {
-        let Some((result, timing)) = result else {
+    pub(super) fn probed(&mut self, probed: Option<worker::Probed>) {
+        let Some(worker::Probed {
+            result,
+            started,
+            timing,
+        }) = probed
+        else {
             return;
         };
         self.requests += 1;
@@ -133,7 +138,7 @@ impl Dispatcher<'_> {
                 },
                 outcome: cause.clone().unwrap_or_else(|| "answered".to_owned()),
             }));
-        let signal = signal(reach, order_id, None);
+        let signal = signal(reach, started, order_id, None);
         let change = self
             .contact
             .outage

@@ -10,6 +10,7 @@ use crate::runner::decide::tests::{
 
 fn record() -> LookupRecord {
     LookupRecord {
+        started: std::time::Instant::now(),
         kind: "reissue_list",
         http_status: Some(200),
         outcome: "looked".into(),
