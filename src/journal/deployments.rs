@@ -47,7 +47,7 @@ impl Journal {
         let now = now_text();
         sqlx::query(
             "INSERT INTO deployments (item_id, state, runs, started_at) VALUES ($1, 'running', 1, $2)
-             ON CONFLICT (item_id) DO UPDATE SET state = 'running', runs = runs + 1,
+             ON CONFLICT (item_id) DO UPDATE SET state = 'running', runs = deployments.runs + 1,
                  started_at = excluded.started_at, finished_at = NULL, exit_status = NULL,
                  output_tail = NULL
              WHERE deployments.state <> 'deployed'",
