@@ -45,6 +45,7 @@ impl Journal {
     /// Committed before the hook starts: a kill from here on leaves `running`.
     pub async fn mark_deploying(&self, item_id: i64) -> Result<(), JournalError> {
         let now = now_text();
+        let mut tx = self.begin_fenced().await?;
         sqlx::query(
             "INSERT INTO deployments (item_id, state, runs, started_at) VALUES ($1, 'running', 1, $2)
              ON CONFLICT (item_id) DO UPDATE SET state = 'running', runs = deployments.runs + 1,
@@ -54,8 +55,9 @@ impl Journal {
         )
         .bind(item_id)
         .bind(&now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -172,6 +172,20 @@ impl Journal {
         })
     }
 
+    /// A transaction for a mark committed before an action that must happen once (a deploy
+    /// hook, an approval): holding a lease, it first checks, under the lease row's lock, that
+    /// the lease is still this process's and has not run out, so a process frozen or cut off
+    /// past its lease starts nothing its taker may start too.
+    pub(super) async fn begin_fenced(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, JournalError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(fence) = self.fence.get() {
+            check_fence(&mut tx, fence, true).await?;
+        }
+        Ok(tx)
+    }
+
     /// When this process's lease was last confirmed; `None` without a lease.
     pub fn tenure(&self) -> Option<crate::tenure::Tenure> {
         self.tenure.get().cloned()

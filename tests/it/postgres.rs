@@ -341,3 +341,175 @@ async fn three_hosts_kill_nine_and_a_frozen_sender_still_send_each_order_once() 
     assert_eq!(ledger.count_status(429), 0, "the account was throttled");
     sim.shutdown().await;
 }
+
+/// A hook that notes each start under `hooks/` and takes a moment, so that two collects overlap.
+const SLOW_HOOK: &str = r#"
+echo start >> "hooks/$REISSUER_ORDER_ID.runs"
+sleep 0.3
+"#;
+
+fn hook_starts(dir: &std::path::Path, order_id: u64) -> usize {
+    std::fs::read_to_string(dir.join(format!("hooks/{order_id}.runs")))
+        .map(|log| log.lines().filter(|l| *l == "start").count())
+        .unwrap_or(0)
+}
+
+/// Two hosts running the same cron job on one PostgreSQL journal: two `collect --deploy-hook`
+/// at once. One collects and runs the hooks while the other stands by; the other then takes the
+/// lease, finds every certificate deployed and runs no hook: each hook ran exactly once. A
+/// third with --no-wait exits 5 at once, naming the holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collects_at_once_on_postgres_run_each_deploy_hook_exactly_once() {
+    let Some(url) = pg_cluster::fresh_database() else {
+        return;
+    };
+    let sim = support::simulator(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ids = 1..=8;
+    let manifest = support::tls_manifest(dir.path(), ids.clone());
+    let mut run = on_postgres(
+        support::run_against(dir.path(), &manifest, &sim.base_url()),
+        &url,
+    );
+    run.args(["--rate", "unlimited"]);
+    let out = output(run).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    std::fs::create_dir_all(dir.path().join("hooks")).expect("hooks dir");
+    std::fs::write(dir.path().join("hook.sh"), SLOW_HOOK).expect("write hook");
+    let collecting = |out_dir: &str, extra: &[&str]| {
+        let mut cmd = on_postgres(reissuer(dir.path()), &url);
+        cmd.args(["collect", "--out", out_dir, "--deploy-hook", "sh hook.sh"])
+            .args(["--base-url", &sim.base_url(), "--rate", "unlimited"])
+            .args(["--lease", "2s"])
+            .args(extra);
+        cmd
+    };
+    let (first, first_log) = spawn_logged(collecting("certs-a", &[]), dir.path(), "first");
+    let first_pid = first.id();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while hook_starts(dir.path(), 1) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no hook started: {}",
+            std::fs::read_to_string(&first_log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (second, second_log) = spawn_logged(collecting("certs-b", &[]), dir.path(), "second");
+    let out = output(collecting("certs-c", &["--no-wait"])).await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("pid {first_pid}")),
+        "does not name the holder: {}",
+        text(&out)
+    );
+    let first_status = wait_for(first).await;
+    let second_status = wait_for(second).await;
+    let first_log = std::fs::read_to_string(first_log).expect("log");
+    let second_log = std::fs::read_to_string(second_log).expect("log");
+    assert_eq!(first_status.code(), Some(0), "{first_log}");
+    assert_eq!(second_status.code(), Some(0), "{second_log}");
+    assert!(
+        second_log.contains(&format!("(pid {first_pid}) since"))
+            && second_log.contains("standing by"),
+        "the second did not stand by for the first: {second_log}"
+    );
+    assert!(
+        second_log.contains("deploy hook: 0 succeeded now"),
+        "the second ran hooks: {second_log}"
+    );
+    for id in ids {
+        assert_eq!(hook_starts(dir.path(), id), 1, "order {id}: {second_log}");
+    }
+    assert!(!second_log.contains(support::KEY) && !first_log.contains(support::KEY));
+    sim.shutdown().await;
+}
+
+/// `approve` takes the account's lease too: while another command holds it (a `collect`
+/// waiting for issuance), `approve --no-wait` exits 5 and `approve` stands by; once the holder
+/// is gone it approves each waiting request exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_on_postgres_waits_for_the_accounts_lease_and_approves_once() {
+    let Some(url) = pg_cluster::fresh_database() else {
+        return;
+    };
+    let sim = support::simulator(Scenario {
+        approval_required: true,
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ids = 11..=16;
+    let manifest = support::tls_manifest(dir.path(), ids.clone());
+    let mut run = on_postgres(
+        support::run_against(dir.path(), &manifest, &sim.base_url()),
+        &url,
+    );
+    run.args(["--rate", "unlimited"]);
+    let out = output(run).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Holds the lease while it waits for certificates that wait for approval.
+    let mut collect = on_postgres(reissuer(dir.path()), &url);
+    collect
+        .args(["collect", "--out", "certs", "--wait", "60s"])
+        .args([
+            "--base-url",
+            &sim.base_url(),
+            "--rate",
+            "unlimited",
+            "--lease",
+            "2s",
+        ]);
+    let (holder, holder_log) = spawn_logged(collect, dir.path(), "collect");
+    let holder_pid = holder.id();
+    let approving = |extra: &[&str]| {
+        let mut cmd = on_postgres(reissuer(dir.path()), &url);
+        cmd.args([
+            "approve",
+            "--base-url",
+            &sim.base_url(),
+            "--rate",
+            "unlimited",
+        ])
+        .args(["--lease", "2s"])
+        .args(extra);
+        cmd
+    };
+    support::wait_until(
+        "the collect holding the lease",
+        Duration::from_secs(20),
+        || std::fs::read_to_string(&holder_log).is_ok_and(|log| log.contains("from now on")),
+    )
+    .await;
+    let refused = output(approving(&["--no-wait"])).await;
+    assert_eq!(refused.status.code(), Some(5), "{}", text(&refused));
+    assert!(
+        text(&refused).contains(&format!("pid {holder_pid}")),
+        "does not name the holder: {}",
+        text(&refused)
+    );
+    let (approver, approver_log) = spawn_logged(approving(&[]), dir.path(), "approve");
+    support::wait_until("the approve standing by", Duration::from_secs(20), || {
+        std::fs::read_to_string(&approver_log).is_ok_and(|log| log.contains("standing by"))
+    })
+    .await;
+    assert!(
+        sim.ledger().requests.iter().all(|r| r.method != "PUT"),
+        "approved while another held the lease"
+    );
+    signal(&holder, libc::SIGTERM);
+    let holder_status = wait_for(holder).await;
+    let approver_status = wait_for(approver).await;
+    let approver_log = std::fs::read_to_string(approver_log).expect("log");
+    assert_eq!(
+        holder_status.code(),
+        Some(3),
+        "{}",
+        std::fs::read_to_string(holder_log).unwrap_or_default()
+    );
+    assert_eq!(approver_status.code(), Some(0), "{approver_log}");
+    let ledger = sim.ledger();
+    let approvals = ledger.requests.iter().filter(|r| r.method == "PUT").count();
+    assert_eq!(approvals, ids.count(), "{approver_log}");
+    sim.shutdown().await;
+}
