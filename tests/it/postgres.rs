@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use reissuer::simulator::{Faults, Scenario};
+use time::format_description::well_known::Rfc3339;
 
 use crate::pg_cluster;
 use crate::support::{self, output, reissuer, text};
@@ -218,6 +219,23 @@ async fn a_second_process_stands_by_or_exits_five_with_no_wait() {
         "status does not show the sender: {}",
         text(&out)
     );
+    let lease = lease_in_status_json(dir.path(), &url).await;
+    assert_eq!(lease["account"], "1234567", "{lease}");
+    assert_eq!(lease["pid"], first.id(), "{lease}");
+    assert_eq!(lease["live"], true, "{lease}");
+    assert!(
+        lease["host"].as_str().is_some_and(|h| !h.is_empty()),
+        "{lease}"
+    );
+    assert!(lease["since"].as_str().is_some_and(is_rfc3339), "{lease}");
+    let expires_at = lease["expires_at"].as_str().expect("an expiry");
+    let left = time::OffsetDateTime::parse(expires_at, &Rfc3339).expect("RFC 3339")
+        - time::OffsetDateTime::now_utc();
+    // Renewed every third of the 2-s lease.
+    assert!(
+        left > time::Duration::ZERO && left <= time::Duration::seconds(2),
+        "{lease}"
+    );
     let out = output(sending(&["--no-wait"])).await;
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
     assert!(
@@ -242,7 +260,26 @@ async fn a_second_process_stands_by_or_exits_five_with_no_wait() {
         "the sender did not say it sends: {first_log}"
     );
     support::assert_exactly_once(&sim.ledger(), 1..=40);
+    let lease = lease_in_status_json(dir.path(), &url).await;
+    assert_eq!(lease["live"], false, "given up, yet shown live: {lease}");
     sim.shutdown().await;
+}
+
+fn is_rfc3339(text: &str) -> bool {
+    time::OffsetDateTime::parse(text, &Rfc3339).is_ok()
+}
+
+/// The lease on the account of the newest run, from `status --json`.
+async fn lease_in_status_json(dir: &std::path::Path, url: &str) -> serde_json::Value {
+    let mut status = on_postgres(reissuer(dir), url);
+    status.args(["status", "--json"]);
+    let out = output(status).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    runs.as_array()
+        .and_then(|runs| runs.last())
+        .map(|run| run["lease"].clone())
+        .unwrap_or_default()
 }
 
 /// Three processes on one journal and one account, quotas enforced by the server, 500s and
