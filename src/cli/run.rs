@@ -128,6 +128,8 @@ pub(crate) async fn plan_and_send(
     }
     if !invalid.is_empty() && !args.skip_invalid {
         planner.rollback().await?;
+        // Nothing was sent: a standby on another host need not wait for the lease to run out.
+        lease.release(&journal).await;
         journal.close().await;
         if !journal_existed {
             remove_journal_files(journal_path);
@@ -166,6 +168,7 @@ pub(crate) async fn plan_and_send(
             let expected = send::expected_duration(&sender.limiter, to_send);
             if sending && !send::confirm(to_send, &sender.base_url, &expected, args.send.yes)? {
                 planner.rollback().await?;
+                lease.release(&journal).await;
                 journal.close().await;
                 if !journal_existed {
                     remove_journal_files(journal_path);

@@ -550,3 +550,39 @@ async fn approve_on_postgres_waits_for_the_accounts_lease_and_approves_once() {
     assert_eq!(approvals, ids.count(), "{approver_log}");
     sim.shutdown().await;
 }
+
+/// A run that stops before it sends anything (here an invalid manifest, exit 2) gives the
+/// account's lease up at once: another host's run, even with --no-wait, does not find it held
+/// for the rest of the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_before_sending_gives_the_lease_up() {
+    let Some(url) = pg_cluster::fresh_database() else {
+        return;
+    };
+    let sim = support::simulator(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = support::tls_manifest(dir.path(), 1..=5);
+    let mut invalid = std::fs::read_to_string(&manifest).expect("manifest");
+    invalid.push_str("not-a-number,example.com,www.example.com,example.csr,2,sha256\n");
+    std::fs::write(dir.path().join("invalid.csv"), invalid).expect("write");
+    let running = |manifest: &std::path::Path, extra: &[&str]| {
+        let mut cmd = on_postgres(
+            support::run_against(dir.path(), manifest, &sim.base_url()),
+            &url,
+        );
+        cmd.args(["--rate", "unlimited", "--lease", "30s"])
+            .args(extra);
+        cmd
+    };
+    let out = output(running(&dir.path().join("invalid.csv"), &[])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("from now on"),
+        "took no lease: {}",
+        text(&out)
+    );
+    let out = output(running(&manifest, &["--no-wait"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    support::assert_exactly_once(&sim.ledger(), 1..=5);
+    sim.shutdown().await;
+}
