@@ -27,6 +27,8 @@ pub(crate) async fn collect(cli: &Cli, args: &CollectArgs) -> anyhow::Result<Exi
         &journal,
         &send::lease_account(Some(&identity), &connection.base_url),
         &args.lease,
+        &connection.limiter,
+        connection.timeout,
         under_way,
     )
     .await?;

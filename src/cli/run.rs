@@ -78,6 +78,7 @@ pub(crate) async fn plan_and_send(
         &journal,
         &send::lease_account(identity.as_ref(), &sender.base_url),
         &args.send,
+        &sender.limiter,
     )
     .await?;
     let open_before = journal.newest_open_run().await?;
@@ -449,6 +450,7 @@ pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Resul
         &journal,
         &send::lease_account(Some(&identity), &sender.base_url),
         &args.send,
+        &sender.limiter,
     )
     .await?;
     let left = journal.counts(run.id).await?.open();
@@ -473,6 +475,7 @@ pub(crate) async fn retry(cli: &Cli, args: &super::RetryArgs) -> anyhow::Result<
         &journal,
         &send::lease_account(Some(&identity), &sender.base_url),
         &args.send,
+        &sender.limiter,
     )
     .await?;
     let requeued = journal.requeue_failed(run.id, args.all).await?;

@@ -386,8 +386,10 @@ pub(crate) async fn hold_lease(
     journal: &Journal,
     account: &str,
     args: &SendArgs,
+    limiter: &Limiter,
 ) -> anyhow::Result<HeldLease> {
-    hold_account(journal, account, &args.lease, args.connection.timeout).await
+    let timeout = args.connection.timeout;
+    hold_account(journal, account, &args.lease, limiter, timeout, timeout).await
 }
 
 /// On a PostgreSQL journal, takes the lease on the account (`base_url`) before anything is
@@ -395,8 +397,10 @@ pub(crate) async fn hold_lease(
 /// `--no-wait`, fails: exit 5). After taking it from a holder that stopped renewing, waits out
 /// how long that holder's last actions may still be under way (`under_way` is this process's,
 /// recorded for the next taker: its request timeout, and for `collect` its hook timeout), so
-/// the reconciliation that follows sees every request it sent already answered or lost. A
-/// SQLite journal has its lock file instead.
+/// the reconciliation that follows sees every request it sent already answered or lost. Then
+/// counts the account's recent requests in `limiter` again, from the journal: the holder it
+/// waited for sent after this process first counted them. A SQLite journal has its lock file
+/// instead.
 ///
 /// The lease is per account and shared by every command that acts for it (`run`, `resume`,
 /// `retry`, `collect`, `dcv check`, `approve`), not one per command: one actor per account is
@@ -407,6 +411,8 @@ pub(crate) async fn hold_account(
     journal: &Journal,
     base_url: &str,
     args: &super::LeaseArgs,
+    limiter: &Limiter,
+    request_timeout: Duration,
     under_way: Duration,
 ) -> anyhow::Result<HeldLease> {
     use crate::journal::{Engine, JournalError, LeaseAttempt};
@@ -472,7 +478,12 @@ pub(crate) async fn hold_account(
             }
         }
     }
-    Ok(HeldLease { renewal })
+    let held = HeldLease { renewal };
+    if let Some(span) = limiter.longest_window() {
+        let ended = journal.recent_request_ends(span, request_timeout).await?;
+        limiter.reseed(&ended);
+    }
+    Ok(held)
 }
 
 /// A signal stopped a process that was standing by; it had sent nothing.
@@ -569,6 +580,8 @@ impl RunCommand {
             &self.journal,
             &account,
             &self.lease_args,
+            &self.connection.limiter,
+            self.connection.timeout,
             self.connection.timeout,
         )
         .await?;

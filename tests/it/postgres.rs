@@ -586,3 +586,68 @@ async fn a_run_stopped_before_sending_gives_the_lease_up() {
     support::assert_exactly_once(&sim.ledger(), 1..=5);
     sim.shutdown().await;
 }
+
+/// A standby counts the account's requests again when it takes the lease over: the holder sent
+/// most of a 10-s window's quota after the standby started (and first counted), then was
+/// killed -9; the standby, taking over within that window, waits for it instead of being
+/// refused with 429s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_that_takes_over_within_a_window_counts_what_the_holder_sent() {
+    let Some(url) = pg_cluster::fresh_database() else {
+        return;
+    };
+    let _cores = support::cores_to_myself().await;
+    let quota = |limit, secs| reissuer::config::Quota {
+        limit,
+        window: Duration::from_secs(secs),
+    };
+    let sim = support::simulator(Scenario {
+        quotas: vec![quota(20, 1), quota(60, 10)],
+        ..Scenario::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let orders = 100;
+    let manifest = support::tls_manifest(dir.path(), 1..=orders);
+    let sending = || {
+        let mut cmd = on_postgres(
+            support::run_against(dir.path(), &manifest, &sim.base_url()),
+            &url,
+        );
+        // Under the server's quotas by the standby's and the final run's identifications.
+        cmd.args([
+            "--rate",
+            "18/1s",
+            "--rate",
+            "56/10s",
+            "--max-attempts",
+            "20",
+        ]);
+        cmd.args(["--lease", "1s", "--timeout", "1s", "--settle", "2s"]);
+        cmd
+    };
+    let (mut holder, _) = spawn_logged(sending(), dir.path(), "holder");
+    assert!(accepted_grows(&sim, 0, Duration::from_secs(20)).await);
+    let (standby, standby_log) = spawn_logged(sending(), dir.path(), "standby");
+    support::wait_until("the standby standing by", Duration::from_secs(20), || {
+        std::fs::read_to_string(&standby_log).is_ok_and(|log| log.contains("standing by"))
+    })
+    .await;
+    support::wait_until("the holder's window full", Duration::from_secs(20), || {
+        sim.ledger().accepted.len() >= 50
+    })
+    .await;
+    support::kill_nine(&mut holder);
+    let status = wait_for(standby).await;
+    let log = std::fs::read_to_string(&standby_log).expect("log");
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("taking over"), "{log}");
+    let ledger = sim.ledger();
+    assert_eq!(
+        ledger.count_status(429),
+        0,
+        "the account was throttled: {log}"
+    );
+    support::assert_exactly_once(&ledger, 1..=orders);
+    sim.shutdown().await;
+}
