@@ -651,3 +651,81 @@ async fn a_standby_that_takes_over_within_a_window_counts_what_the_holder_sent()
     support::assert_exactly_once(&ledger, 1..=orders);
     sim.shutdown().await;
 }
+
+/// `dcv check` takes the account's lease too: with --no-wait it exits 5 and checks nothing
+/// while another command holds it (a `collect` waiting for issuance); once that one is gone it
+/// checks each waiting order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dcv_check_on_postgres_waits_for_the_accounts_lease() {
+    let Some(url) = pg_cluster::fresh_database() else {
+        return;
+    };
+    let sim = support::simulator(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    support::tls_manifest(dir.path(), []);
+    let ids = 21..=24;
+    let mut csv = String::from(
+        "order_id,common_name,dns_names,csr_file,server_platform.id,signature_hash,dcv_method\n",
+    );
+    for id in ids.clone() {
+        csv.push_str(&format!(
+            "{id},example.com,www.example.com,example.csr,2,sha256,dns-txt-token\n"
+        ));
+    }
+    let manifest = dir.path().join("dcv.csv");
+    std::fs::write(&manifest, csv).expect("write manifest");
+    let mut run = on_postgres(
+        support::run_against(dir.path(), &manifest, &sim.base_url()),
+        &url,
+    );
+    run.args(["--rate", "unlimited"]);
+    let out = output(run).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut collect = on_postgres(reissuer(dir.path()), &url);
+    collect
+        .args(["collect", "--out", "certs", "--wait", "60s"])
+        .args([
+            "--base-url",
+            &sim.base_url(),
+            "--rate",
+            "unlimited",
+            "--lease",
+            "2s",
+        ]);
+    let (holder, holder_log) = spawn_logged(collect, dir.path(), "collect");
+    support::wait_until(
+        "the collect holding the lease",
+        Duration::from_secs(20),
+        || std::fs::read_to_string(&holder_log).is_ok_and(|log| log.contains("from now on")),
+    )
+    .await;
+    let checking = |extra: &[&str]| {
+        let mut cmd = on_postgres(reissuer(dir.path()), &url);
+        cmd.args(["dcv", "check", "--base-url", &sim.base_url()])
+            .args(["--rate", "unlimited", "--lease", "2s"])
+            .args(extra);
+        cmd
+    };
+    let checks = || {
+        sim.ledger()
+            .requests
+            .iter()
+            .filter(|r| r.path.ends_with("/check-dcv"))
+            .count()
+    };
+    let out = output(checking(&["--no-wait"])).await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("pid {}", holder.id())),
+        "does not name the holder: {}",
+        text(&out)
+    );
+    assert_eq!(checks(), 0, "checked beside the holder");
+    signal(&holder, libc::SIGTERM);
+    assert_eq!(wait_for(holder).await.code(), Some(3));
+    // The tokens are not published: every order still waits, each checked once.
+    let out = output(checking(&["--no-wait"])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(checks(), ids.count(), "{}", text(&out));
+    sim.shutdown().await;
+}
