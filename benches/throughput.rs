@@ -22,6 +22,7 @@
 //! | no-op rerun       | 100,000 orders, each with its own CSR, all done: `run` of them again (time, bytes added) |
 //! | virtual time      | 100,000 orders at the defaults, in process on a paused tokio clock     |
 //! | postgres journal  | the engine-overhead run with its journal in PostgreSQL (a throwaway cluster) |
+//! | takeover          | PostgreSQL journal, a sender and a standby on one account at a quota: kill -9 the sender; time to the standby's first request |
 //!
 //! Generated manifests are cached in cargo's target tmp directory between runs.
 
@@ -62,6 +63,23 @@ const BIG_DONE: u64 = 99_000;
 /// goes to serving requests); the validate manifest gives every row its own key.
 const RUN_DISTINCT_CSRS: u64 = 64;
 const SHELL_PARALLELISM: &str = "10";
+/// The takeover figure: the 200-order manifest at a quota that keeps the sender busy for ten
+/// seconds, so that it is killed mid-run and the standby has orders left to send.
+const TAKEOVER_ORDERS: u64 = SMALL_QUOTA_ORDERS;
+const TAKEOVER_QUOTA: &str = "20/1s";
+/// The senders' own quota, under the server's: the standby identifies its key while the sender
+/// sends, and the sender's limiter does not see that request.
+const TAKEOVER_RATE: &str = "18/1s";
+/// Shorter than the defaults (30s, 60s) so that the figure takes seconds, not minutes; the
+/// takeover scales with their sum.
+const TAKEOVER_LEASE: &str = "10s";
+const TAKEOVER_TIMEOUT: &str = "10s";
+/// Orders the killed sender had marked in flight but not sent yet (waiting for the quota) are
+/// not found by the standby's lookups; they are resent once this has passed since their mark,
+/// which the takeover's wait has by then (the default, 10m, would hold them that long).
+const TAKEOVER_SETTLE: &str = "10s";
+/// Accepted reissues before the sender is killed: well into its run, well before its end.
+const TAKEOVER_KILL_AFTER: usize = 40;
 
 fn main() {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -136,6 +154,13 @@ fn main() {
     if runs("postgres journal") {
         step("postgres journal: 20,000 orders, unlimited, journal in PostgreSQL");
         postgres_figure(&mut report, work, &engine_csv);
+    }
+    if runs("takeover after kill -9") {
+        step(&format!(
+            "takeover after kill -9: {TAKEOVER_ORDERS} orders at --rate {TAKEOVER_RATE}, \
+             --lease {TAKEOVER_LEASE} --timeout {TAKEOVER_TIMEOUT}, journal in PostgreSQL"
+        ));
+        takeover_figure(&mut report, work, &small_quota_csv);
     }
     if runs("virtual time") {
         step("virtual time: 100,000 orders at the default quotas, paused clock");
@@ -530,6 +555,133 @@ fn postgres_figure(report: &mut Report, work: &Path, csv: &Path) {
         ledger.accepted.len(),
         ledger.distinct_orders(),
     ));
+}
+
+/// A sender and a standby on one account with the journal in PostgreSQL, against a simulator
+/// enforcing a quota: the sender is killed -9 mid-run; the figure is the time from the kill to
+/// the first request of the standby reaching the simulator (its arrival stamp), against the
+/// bound the README promises, `--lease` plus `--timeout`.
+fn takeover_figure(report: &mut Report, work: &Path, csv: &Path) {
+    let Some(url) = pg_cluster::fresh_database() else {
+        report.detail(
+            "takeover after kill -9: not measured (no PostgreSQL server binaries)".to_owned(),
+        );
+        return;
+    };
+    let sim = Simulator::start(work, "takeover", &["--rate", TAKEOVER_QUOTA]);
+    let sending = || {
+        let mut command = Command::new(BIN);
+        command
+            .arg("run")
+            .arg(csv)
+            .args(send_args(Path::new(&url), &sim))
+            .args(["--rate", TAKEOVER_RATE, "--lease", TAKEOVER_LEASE])
+            .args(["--timeout", TAKEOVER_TIMEOUT, "--settle", TAKEOVER_SETTLE]);
+        command
+    };
+    let sender_log = work.join("takeover-sender.err");
+    let standby_log = work.join("takeover-standby.err");
+    let (sender, _) = spawn(&mut sending(), Some(&sender_log));
+    let sender_pid = child_pid(&sender);
+    wait_until("the sender's first reissue", || {
+        !sim.ledger().accepted.is_empty()
+    });
+    let standby = spawn(&mut sending(), Some(&standby_log));
+    wait_until("the standby standing by", || {
+        read(&standby_log).contains("standing by")
+    });
+    wait_until("the sender's reissues before the kill", || {
+        sim.ledger().accepted.len() >= TAKEOVER_KILL_AFTER
+    });
+    // SAFETY: kill(2) on our own child, not reaped yet.
+    unsafe { libc::kill(sender_pid, libc::SIGKILL) };
+    let killed_at = Instant::now();
+    let accepted_at_kill = sim.ledger().accepted.len();
+    let _ = wait4(sender_pid);
+    drop(sender);
+    let done = reap(standby, killed_at);
+    let ledger = sim.ledger();
+    // After the run, so that the probe does not count against the standby's windows.
+    let (probe_us, probe_at) = sim.probe();
+    drop(sim);
+    let killed_us = probe_us.saturating_sub(micros(probe_at.duration_since(killed_at)));
+    let after_kill = |request: &&RequestRecord| request.received_us > killed_us;
+    let first_request = ledger.requests.iter().find(after_kill);
+    let first_reissue = ledger
+        .requests
+        .iter()
+        .filter(|r| r.is_reissue())
+        .find(after_kill);
+    let since_kill = |r: Option<&RequestRecord>| {
+        r.map(|r| Duration::from_micros(r.received_us.saturating_sub(killed_us)))
+    };
+    let takeover = since_kill(first_request);
+    let lease = humantime::parse_duration(TAKEOVER_LEASE).expect("a duration");
+    let timeout = humantime::parse_duration(TAKEOVER_TIMEOUT).expect("a duration");
+    let bound = lease + timeout;
+    // The standby's own work between the takeover and its first request (planning the
+    // manifest, reading what the dead sender left): not part of the bound, allowed a second.
+    let allowance = Duration::from_secs(1);
+    let refused = ledger.requests.iter().filter(|r| r.status == 429).count();
+    let once = ledger.accepted.len() == TAKEOVER_ORDERS as usize
+        && ledger.distinct_orders() == TAKEOVER_ORDERS as usize;
+    let standby_said = read(&standby_log);
+    let took_over = standby_said.contains("taking over");
+    report.row(
+        "takeover after kill -9",
+        format!(
+            "PostgreSQL journal, `--lease {TAKEOVER_LEASE} --timeout {TAKEOVER_TIMEOUT}`: the \
+             standby's first request reached the simulator **{}** after the kill (its first \
+             reissue {}); bound {} (lease + timeout){}; standby exit {}{}; **{refused} × 429**; \
+             {} accepted for {} of {TAKEOVER_ORDERS} orders",
+            opt_secs(takeover),
+            opt_secs(since_kill(first_reissue)),
+            humantime::format_duration(bound),
+            takeover
+                .and_then(|t| t.checked_sub(bound))
+                .map(|over| format!(
+                    ", over it by {:.1} s: the standby's own start (planning, reading what was left)",
+                    over.as_secs_f64()
+                ))
+                .unwrap_or_default(),
+            done.code,
+            if took_over { ", said it took over" } else { ", **did not say it took over**" },
+            ledger.accepted.len(),
+            ledger.distinct_orders(),
+        ),
+        "≤ lease + timeout (+ ≤ 1 s to start), 0 × 429, exactly once",
+        met(takeover.is_some_and(|t| t <= bound + allowance)
+            && refused == 0
+            && once
+            && done.code == 0
+            && took_over),
+        format!(
+            "by design: the lease runs out {} to {} after the kill (renewed every third of it), \
+             then the standby waits out the dead sender's `--timeout` before it reconciles",
+            opt_secs(Some(lease * 2 / 3)),
+            opt_secs(Some(lease)),
+        ),
+    );
+    report.detail(format!(
+        "takeover after kill -9: `reissuer run` of {TAKEOVER_ORDERS} orders twice at once on one \
+         account, journal in a throwaway PostgreSQL cluster (fsync off), `--rate \
+         {TAKEOVER_RATE} --settle {TAKEOVER_SETTLE}` (the simulator enforcing {TAKEOVER_QUOTA}); \
+         the second stands by; the sender is killed -9 after \
+         {accepted_at_kill} accepted reissues. The kill's moment is put on the simulator's clock \
+         by a probe after the run; the first request after it is the standby's (a reconciliation \
+         lookup of what the dead sender left in flight, or its first reissue). Standby ran {:.1} \
+         s from the kill to its exit",
+        done.wall.as_secs_f64()
+    ));
+}
+
+/// Polls every 50 ms for up to a minute.
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn shell_figure(report: &mut Report, work: &Path, csv: &Path, engine: &Engine) {

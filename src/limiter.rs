@@ -290,6 +290,23 @@ impl Limiter {
         }
     }
 
+    /// Counts from scratch the requests the journal recorded, for a process that has just taken
+    /// an account's lease: its first count is as old as its wait as a standby, and the holder it
+    /// waited for sent meanwhile. Only while none of its own requests is under way (each that
+    /// ended is in the journal, so nothing is lost by forgetting what this limiter counted).
+    pub fn reseed(&self, ended_ago: &[Duration]) {
+        {
+            let mut state = self.lock();
+            debug_assert_eq!(state.open, 0, "reseeded with requests under way");
+            for window in &mut state.windows {
+                window.leaves_at.clear();
+            }
+        }
+        self.seeded.store(false, Ordering::SeqCst);
+        self.seed(ended_ago);
+        self.changed.notify_waiters();
+    }
+
     /// Every acquirer waits at least `wait` from now (a 429 or 503 was answered).
     pub fn pause_for(&self, wait: Duration) {
         let until = Instant::now() + wait;

@@ -33,11 +33,19 @@ pub struct ApproveArgs {
 
     #[command(flatten)]
     pub connection: ConnectionArgs,
+
+    #[command(flatten)]
+    pub lease: super::LeaseArgs,
 }
 
 pub(crate) async fn approve(cli: &Cli, args: &ApproveArgs) -> anyhow::Result<Exit> {
-    let command =
-        send::RunCommand::start(&cli.journal_path(), args.run_id, &args.connection).await?;
+    let mut command = send::RunCommand::start(
+        &cli.journal_path(),
+        args.run_id,
+        &args.connection,
+        &args.lease,
+    )
+    .await?;
     let has_work = !command
         .journal
         .approval_items(command.run.id)

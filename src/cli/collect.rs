@@ -16,7 +16,22 @@ pub(crate) async fn collect(cli: &Cli, args: &CollectArgs) -> anyhow::Result<Exi
     let journal = crate::journal::Journal::open(&cli.journal_path()).await?;
     let run = journal.run_or_newest(args.run_id).await?;
     let connection = send::Connection::new(&args.connection, Some(&run))?;
-    connection.identify_for_run(&journal, &run).await?;
+    let identity = connection.identify_for_run(&journal, &run).await?;
+    // A collect killed while its hooks ran may leave them running (each is its own process
+    // group): a taker waits out their timeout too before it runs them again.
+    let under_way = match &args.deploy_hook {
+        Some(_) => connection.timeout.max(args.hook_timeout),
+        None => connection.timeout,
+    };
+    let lease = send::hold_account(
+        &journal,
+        &send::lease_account(Some(&identity), &connection.base_url),
+        &args.lease,
+        &connection.limiter,
+        connection.timeout,
+        under_way,
+    )
+    .await?;
     let hooks = match &args.deploy_hook {
         Some(command) => Some(HookOptions {
             command: command.clone(),
@@ -61,6 +76,7 @@ pub(crate) async fn collect(cli: &Cli, args: &CollectArgs) -> anyhow::Result<Exi
     };
     let (result, deployed) = tokio::join!(collecting, deploying);
     signals.abort();
+    lease.release(&journal).await;
     let summary = result?;
     let deployed = deployed?;
     let progress = journal.collection(run.id).await?;

@@ -50,6 +50,9 @@ pub struct DcvCheckArgs {
 
     #[command(flatten)]
     pub connection: ConnectionArgs,
+
+    #[command(flatten)]
+    pub lease: super::LeaseArgs,
 }
 
 pub(crate) async fn dcv(cli: &Cli, args: &DcvArgs) -> anyhow::Result<Exit> {
@@ -59,8 +62,13 @@ pub(crate) async fn dcv(cli: &Cli, args: &DcvArgs) -> anyhow::Result<Exit> {
 }
 
 async fn check(cli: &Cli, args: &DcvCheckArgs) -> anyhow::Result<Exit> {
-    let command =
-        send::RunCommand::start(&cli.journal_path(), args.run_id, &args.connection).await?;
+    let mut command = send::RunCommand::start(
+        &cli.journal_path(),
+        args.run_id,
+        &args.connection,
+        &args.lease,
+    )
+    .await?;
     let has_work = !command
         .journal
         .dcv_waiting(command.run.id)

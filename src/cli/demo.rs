@@ -268,7 +268,9 @@ fn demo_send_args() -> SendArgs {
         resend_uncertain: false,
         give_up_after: Duration::from_secs(60),
         settle: crate::runner::DEFAULT_SETTLE,
-        lease: Duration::from_secs(30),
-        no_wait: false,
+        lease: super::LeaseArgs {
+            lease: Duration::from_secs(30),
+            no_wait: false,
+        },
     }
 }

@@ -221,9 +221,18 @@ pub struct SendArgs {
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration_arg)]
     pub settle: std::time::Duration,
 
-    /// With a PostgreSQL journal: one process sends for an account at a time, holding a lease
-    /// it renews every third of this. When the holder stops renewing (killed, frozen, cut off)
-    /// a standby takes over once the lease runs out, waits out the holder's --timeout, then
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+}
+
+/// The account's lease on a PostgreSQL journal, for every command that acts for an account
+/// (`run`, `resume`, `retry`, `collect`, `dcv check`, `approve`).
+#[derive(Debug, Clone, Args)]
+pub struct LeaseArgs {
+    /// With a PostgreSQL journal: one process acts for an account at a time (sends, collects,
+    /// checks DCV or approves), holding a lease it renews every third of this. When the holder
+    /// stops renewing (killed, frozen, cut off) a standby takes over once the lease runs out,
+    /// waits out the holder's --timeout (and, after a collect, its --hook-timeout), then
     /// reconciles what it left in flight.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration_arg)]
     pub lease: std::time::Duration,
@@ -393,6 +402,9 @@ pub struct CollectArgs {
 
     #[command(flatten)]
     pub connection: ConnectionArgs,
+
+    #[command(flatten)]
+    pub lease: LeaseArgs,
 }
 
 #[derive(Debug, Args)]

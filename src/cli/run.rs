@@ -78,6 +78,7 @@ pub(crate) async fn plan_and_send(
         &journal,
         &send::lease_account(identity.as_ref(), &sender.base_url),
         &args.send,
+        &sender.limiter,
     )
     .await?;
     let open_before = journal.newest_open_run().await?;
@@ -128,6 +129,8 @@ pub(crate) async fn plan_and_send(
     }
     if !invalid.is_empty() && !args.skip_invalid {
         planner.rollback().await?;
+        // Nothing was sent: a standby on another host need not wait for the lease to run out.
+        lease.release(&journal).await;
         journal.close().await;
         if !journal_existed {
             remove_journal_files(journal_path);
@@ -166,6 +169,7 @@ pub(crate) async fn plan_and_send(
             let expected = send::expected_duration(&sender.limiter, to_send);
             if sending && !send::confirm(to_send, &sender.base_url, &expected, args.send.yes)? {
                 planner.rollback().await?;
+                lease.release(&journal).await;
                 journal.close().await;
                 if !journal_existed {
                     remove_journal_files(journal_path);
@@ -446,6 +450,7 @@ pub(crate) async fn resume(cli: &Cli, args: &super::ResumeArgs) -> anyhow::Resul
         &journal,
         &send::lease_account(Some(&identity), &sender.base_url),
         &args.send,
+        &sender.limiter,
     )
     .await?;
     let left = journal.counts(run.id).await?.open();
@@ -470,6 +475,7 @@ pub(crate) async fn retry(cli: &Cli, args: &super::RetryArgs) -> anyhow::Result<
         &journal,
         &send::lease_account(Some(&identity), &sender.base_url),
         &args.send,
+        &sender.limiter,
     )
     .await?;
     let requeued = journal.requeue_failed(run.id, args.all).await?;

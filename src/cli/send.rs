@@ -381,15 +381,39 @@ impl Drop for HeldLease {
     }
 }
 
+/// [`hold_account`] for a command that sends reissues: a taker waits out its request timeout.
+pub(crate) async fn hold_lease(
+    journal: &Journal,
+    account: &str,
+    args: &SendArgs,
+    limiter: &Limiter,
+) -> anyhow::Result<HeldLease> {
+    let timeout = args.connection.timeout;
+    hold_account(journal, account, &args.lease, limiter, timeout, timeout).await
+}
+
 /// On a PostgreSQL journal, takes the lease on the account (`base_url`) before anything is
 /// planned or sent: while another process holds it, says so once and stands by (or, with
 /// `--no-wait`, fails: exit 5). After taking it from a holder that stopped renewing, waits out
-/// that holder's request timeout, so the reconciliation that follows sees every request it
-/// sent already answered or lost. A SQLite journal has its lock file instead.
-pub(crate) async fn hold_lease(
+/// how long that holder's last actions may still be under way (`under_way` is this process's,
+/// recorded for the next taker: its request timeout, and for `collect` its hook timeout), so
+/// the reconciliation that follows sees every request it sent already answered or lost. Then
+/// counts the account's recent requests in `limiter` again, from the journal: the holder it
+/// waited for sent after this process first counted them. A SQLite journal has its lock file
+/// instead.
+///
+/// The lease is per account and shared by every command that acts for it (`run`, `resume`,
+/// `retry`, `collect`, `dcv check`, `approve`), not one per command: one actor per account is
+/// what keeps its quota (each process's limiter knows only its own requests and the journal's)
+/// and what makes a deploy hook or an approval happen once when two hosts run the same job. A
+/// `collect` thus waits while another host's `run` sends, as it would on SQLite's lock file.
+pub(crate) async fn hold_account(
     journal: &Journal,
     base_url: &str,
-    args: &SendArgs,
+    args: &super::LeaseArgs,
+    limiter: &Limiter,
+    request_timeout: Duration,
+    under_way: Duration,
 ) -> anyhow::Result<HeldLease> {
     use crate::journal::{Engine, JournalError, LeaseAttempt};
     if journal.engine() != Engine::Postgres {
@@ -400,10 +424,7 @@ pub(crate) async fn hold_lease(
     let mut standing_by = false;
     let renewal;
     loop {
-        match journal
-            .try_lease(base_url, lease, args.connection.timeout)
-            .await?
-        {
+        match journal.try_lease(base_url, lease, under_way).await? {
             LeaseAttempt::Taken { from } => {
                 // Renewed from now on: the wait below may outlast the lease.
                 renewal = journal.lease_keeper(lease).map(tokio::spawn);
@@ -457,7 +478,12 @@ pub(crate) async fn hold_lease(
             }
         }
     }
-    Ok(HeldLease { renewal })
+    let held = HeldLease { renewal };
+    if let Some(span) = limiter.longest_window() {
+        let ended = journal.recent_request_ends(span, request_timeout).await?;
+        limiter.reseed(&ended);
+    }
+    Ok(held)
 }
 
 /// A signal stopped a process that was standing by; it had sent nothing.
@@ -510,6 +536,8 @@ pub(crate) struct RunCommand {
     pub connection: Connection,
     pub cancel: CancellationToken,
     signals: tokio::task::JoinHandle<()>,
+    lease_args: super::LeaseArgs,
+    lease: Option<HeldLease>,
 }
 
 impl RunCommand {
@@ -518,6 +546,7 @@ impl RunCommand {
         journal_path: &std::path::Path,
         run_id: Option<i64>,
         args: &ConnectionArgs,
+        lease_args: &super::LeaseArgs,
     ) -> anyhow::Result<Self> {
         let journal = Journal::open(journal_path).await?;
         let run = journal.run_or_newest(run_id).await?;
@@ -531,21 +560,42 @@ impl RunCommand {
             connection,
             cancel,
             signals,
+            lease_args: lease_args.clone(),
+            lease: None,
         })
     }
 
-    /// Makes sure the key is of the run's account, before the command's first request; a
-    /// command with nothing to send does not call this, and asks CertCentral nothing.
-    pub(crate) async fn identify(&self) -> anyhow::Result<()> {
-        self.connection
+    /// Makes sure the key is of the run's account, then (on a PostgreSQL journal) takes the
+    /// account's lease, standing by while another process holds it; before the command's first
+    /// request for the run. A command with nothing to send does not call this, and asks
+    /// CertCentral nothing. What the command then does is read from the journal after the
+    /// lease is taken, so a predecessor's work is seen, not done again.
+    pub(crate) async fn identify(&mut self) -> anyhow::Result<()> {
+        let identity = self
+            .connection
             .identify_for_run(&self.journal, &self.run)
-            .await
-            .map(drop)
+            .await?;
+        let account = lease_account(Some(&identity), &self.connection.base_url);
+        let lease = hold_account(
+            &self.journal,
+            &account,
+            &self.lease_args,
+            &self.connection.limiter,
+            self.connection.timeout,
+            self.connection.timeout,
+        )
+        .await?;
+        self.lease = Some(lease);
+        Ok(())
     }
 
-    /// Stops listening for signals and closes the journal; what is left is the run.
-    pub(crate) async fn finish(self) -> RunRow {
+    /// Stops listening for signals, gives the lease up and closes the journal; what is left is
+    /// the run.
+    pub(crate) async fn finish(mut self) -> RunRow {
         self.signals.abort();
+        if let Some(lease) = self.lease.take() {
+            lease.release(&self.journal).await;
+        }
         self.journal.close().await;
         self.run
     }

@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use crate::campaign::dcv::DcvRow;
 use crate::exit::Exit;
-use crate::journal::{Collection, Counts, ItemState, Journal, Rotation, RunRow};
+use crate::journal::{Collection, Counts, ItemState, Journal, LeaseHolder, Rotation, RunRow};
 
 use super::{Cli, ReportArgs, ReportFormat, StatusArgs};
 
@@ -92,7 +92,14 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
         }
     }
     if args.json {
-        let json: Vec<serde_json::Value> = entries.iter().map(entry_json).collect();
+        let json: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|entry| {
+                let mut json = entry_json(entry);
+                json["lease"] = serde_json::json!(lease_of(&entry.run, &holders));
+                json
+            })
+            .collect();
         serde_json::to_writer_pretty(&mut out, &json)?;
         writeln!(out)?;
     } else if entries.is_empty() {
@@ -111,6 +118,16 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> anyhow::Result<Exit>
         }
     }
     Ok(Exit::Ok)
+}
+
+/// The lease on the run's account (on a shared journal): on the account id, or for a run whose
+/// key was never identified, on its base URL.
+fn lease_of<'a>(run: &RunRow, holders: &'a [LeaseHolder]) -> Option<&'a LeaseHolder> {
+    let account = match run.account_id {
+        Some(id) => id.to_string(),
+        None => run.base_url.clone(),
+    };
+    holders.iter().find(|holder| holder.account == account)
 }
 
 fn entry_json(entry: &Entry) -> serde_json::Value {

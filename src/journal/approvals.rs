@@ -92,6 +92,7 @@ impl Journal {
         comment: Option<&str>,
     ) -> Result<(), JournalError> {
         let now = now_text();
+        let mut tx = self.begin_fenced().await?;
         sqlx::query(
             "INSERT INTO approvals (item_id, request_id, state, comment, sent_at, updated_at)
              VALUES ($1, $2, 'sending', $3, $4, $5)
@@ -104,8 +105,9 @@ impl Journal {
         .bind(comment)
         .bind(&now)
         .bind(&now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -45,17 +45,19 @@ impl Journal {
     /// Committed before the hook starts: a kill from here on leaves `running`.
     pub async fn mark_deploying(&self, item_id: i64) -> Result<(), JournalError> {
         let now = now_text();
+        let mut tx = self.begin_fenced().await?;
         sqlx::query(
             "INSERT INTO deployments (item_id, state, runs, started_at) VALUES ($1, 'running', 1, $2)
-             ON CONFLICT (item_id) DO UPDATE SET state = 'running', runs = runs + 1,
+             ON CONFLICT (item_id) DO UPDATE SET state = 'running', runs = deployments.runs + 1,
                  started_at = excluded.started_at, finished_at = NULL, exit_status = NULL,
                  output_tail = NULL
              WHERE deployments.state <> 'deployed'",
         )
         .bind(item_id)
         .bind(&now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

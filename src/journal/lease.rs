@@ -20,6 +20,9 @@ pub struct LeaseHolder {
     pub pid: i64,
     /// When the holder took the lease (RFC 3339, the holder's clock).
     pub since: String,
+    /// When the lease runs out unless renewed (RFC 3339 in UTC, the database's clock); when it
+    /// was given up, for a released lease.
+    pub expires_at: String,
     /// Whether the lease is still running (not expired, not released).
     pub live: bool,
 }
@@ -49,7 +52,7 @@ pub(super) struct Fence {
     pub idle_limit_ms: i64,
 }
 
-type LeaseRow = (String, i64, i64, String, bool, bool, i64);
+type LeaseRow = (String, i64, i64, String, String, bool, bool, i64);
 
 impl Journal {
     /// Tries once to take the lease on `account` for `lease` (this process's request timeout
@@ -74,22 +77,26 @@ impl Journal {
         .bind(account)
         .execute(&mut *tx)
         .await?;
-        let (old_host, old_pid, fence, since, live, released, drain_ms): LeaseRow = sqlx::query_as(
-            "SELECT holder_host, holder_pid, fence, acquired_at,
+        let (old_host, old_pid, fence, since, expires_at, live, released, drain_ms): LeaseRow =
+            sqlx::query_as(
+                // As RFC 3339 text: the `Any` driver has no time types.
+                "SELECT holder_host, holder_pid, fence, acquired_at,
+                        to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
                         expires_at > clock_timestamp(), released,
                         CAST(GREATEST(0, 1000 * extract(epoch FROM
                             expires_at + request_timeout_ms * interval '1 millisecond'
                             - clock_timestamp())) AS BIGINT)
                  FROM leases WHERE account = $1 FOR UPDATE",
-        )
-        .bind(account)
-        .fetch_one(&mut *tx)
-        .await?;
+            )
+            .bind(account)
+            .fetch_one(&mut *tx)
+            .await?;
         let old = LeaseHolder {
             account: account.to_owned(),
             host: old_host,
             pid: old_pid,
             since,
+            expires_at,
             live: live && !released,
         };
         let mine = old.host == host && old.pid == pid;
@@ -172,6 +179,20 @@ impl Journal {
         })
     }
 
+    /// A transaction for a mark committed before an action that must happen once (a deploy
+    /// hook, an approval): holding a lease, it first checks, under the lease row's lock, that
+    /// the lease is still this process's and has not run out, so a process frozen or cut off
+    /// past its lease starts nothing its taker may start too.
+    pub(super) async fn begin_fenced(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, JournalError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(fence) = self.fence.get() {
+            check_fence(&mut tx, fence, true).await?;
+        }
+        Ok(tx)
+    }
+
     /// When this process's lease was last confirmed; `None` without a lease.
     pub fn tenure(&self) -> Option<crate::tenure::Tenure> {
         self.tenure.get().cloned()
@@ -198,8 +219,9 @@ impl Journal {
         if self.engine != Engine::Postgres {
             return Ok(Vec::new());
         }
-        let rows: Vec<(String, String, i64, String, bool)> = sqlx::query_as(
+        let rows: Vec<(String, String, i64, String, String, bool)> = sqlx::query_as(
             "SELECT account, holder_host, holder_pid, acquired_at,
+                    to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
                     expires_at > clock_timestamp() AND NOT released
              FROM leases WHERE fence > 0 ORDER BY account",
         )
@@ -207,13 +229,16 @@ impl Journal {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(account, host, pid, since, live)| LeaseHolder {
-                account,
-                host,
-                pid,
-                since,
-                live,
-            })
+            .map(
+                |(account, host, pid, since, expires_at, live)| LeaseHolder {
+                    account,
+                    host,
+                    pid,
+                    since,
+                    expires_at,
+                    live,
+                },
+            )
             .collect())
     }
 }

@@ -310,6 +310,21 @@ async fn requests_of_an_earlier_process_count_from_their_end() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_reseed_counts_what_the_journal_holds_now_not_what_it_held_first() {
+    let limiter = Limiter::new(&[quota(10, 10_000)]);
+    limiter.seed(&[]);
+    // Taken over after standing by: the holder sent ten that ended a second ago.
+    limiter.reseed(&[Duration::from_secs(1); 10]);
+    let started = Instant::now();
+    let _ = limiter.acquire().await;
+    let waited = Instant::now().duration_since(started);
+    assert!(
+        waited >= Duration::from_secs(9) + margin(Duration::from_secs(10)),
+        "waited only {waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn unlimited_admits_at_once() {
     let limiter = Limiter::new(&[]);
     let started = Instant::now();
