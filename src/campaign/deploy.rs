@@ -98,6 +98,24 @@ struct HookRun {
     tail: String,
 }
 
+/// Makes the run's certificates whose hook has not succeeded and whose file is not on this host
+/// (downloaded by another host's `collect` into its `--out`, or removed since) collectable
+/// again, so that this `collect` writes them into its own `--out` before their hooks run,
+/// instead of handing a hook a path that does not exist here. Returns their orders.
+pub async fn forget_missing_files(
+    journal: &Journal,
+    run_id: i64,
+) -> Result<Vec<(i64, String)>, DeployError> {
+    let mut missing = Vec::new();
+    for job in journal.to_deploy(run_id).await? {
+        if !Path::new(&job.certificate_file).is_file() {
+            journal.forget_download(job.item_id).await?;
+            missing.push((job.order_id, job.certificate_file));
+        }
+    }
+    Ok(missing)
+}
+
 /// Runs the hook for every certificate of the run that needs it: those written earlier whose
 /// hook has not succeeded, then each item id `written` sends, until `written` closes and every
 /// hook has ended. After `cancel`, no hook starts; running ones finish (or time out).

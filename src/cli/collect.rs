@@ -42,6 +42,13 @@ pub(crate) async fn collect(cli: &Cli, args: &CollectArgs) -> anyhow::Result<Exi
         }),
         None => None,
     };
+    if hooks.is_some() {
+        for (order_id, file) in deploy::forget_missing_files(&journal, run.id).await? {
+            tracing::warn!(
+                "order {order_id}: {file} is not on this host; its certificate is written again before its hook runs"
+            );
+        }
+    }
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(send::on_signals(cancel.clone()));
     let (written, written_rx) = tokio::sync::mpsc::unbounded_channel();

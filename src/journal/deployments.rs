@@ -42,6 +42,20 @@ impl Journal {
         .await?)
     }
 
+    /// The certificate's file is not where the journal says (another host's `--out`, or removed):
+    /// the item is collectable again, so this host's `collect` writes it before its hook runs.
+    pub async fn forget_download(&self, item_id: i64) -> Result<(), JournalError> {
+        sqlx::query(
+            "UPDATE items SET downloaded_at = NULL, certificate_file = NULL, updated_at = $1
+             WHERE id = $2 AND state = 'succeeded'",
+        )
+        .bind(now_text())
+        .bind(item_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Committed before the hook starts: a kill from here on leaves `running`.
     pub async fn mark_deploying(&self, item_id: i64) -> Result<(), JournalError> {
         let now = now_text();

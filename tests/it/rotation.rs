@@ -376,6 +376,51 @@ async fn collect_runs_the_hook_once_per_certificate_with_its_files_and_never_the
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_whose_file_is_not_on_this_host_is_written_again_before_its_hook_runs() {
+    // As when another host's collect downloaded it into its own --out and its hook failed there.
+    let sim = support::simulator(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ids: Vec<u64> = (211..=213).collect();
+    keygen_campaign(dir.path(), &sim, &ids).await;
+    std::fs::create_dir_all(dir.path().join("hooks")).expect("hooks dir");
+    std::fs::write(dir.path().join("hooks/fail-212"), "").expect("marker");
+    let out = output(collect_with_hook(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    std::fs::remove_dir_all(dir.path().join("certs")).expect("certs gone");
+    std::fs::remove_file(dir.path().join("hooks/fail-212")).expect("fixed");
+
+    let out = output(collect_with_hook(dir.path(), &sim, &[])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("order 212:") && stderr.contains("is not on this host"),
+        "{stderr}"
+    );
+    assert_eq!(hook_runs(dir.path(), 212), 2);
+    let env = std::fs::read_to_string(dir.path().join("hooks/212.env")).expect("env");
+    let cert_file = env
+        .lines()
+        .find_map(|line| line.strip_prefix("REISSUER_CERT_FILE="))
+        .expect("cert file in the hook's environment");
+    let cert = std::fs::read_to_string(cert_file).expect("the hook's certificate is there");
+    let key = std::fs::read_to_string(dir.path().join("campaign/212.key")).expect("key");
+    let key = rcgen::KeyPair::from_pem(&key).expect("key parses");
+    assert_eq!(
+        leaf_key(&cert),
+        rcgen::PublicKeyData::subject_public_key_info(&key)
+    );
+    // Those deployed already are left alone: no hook, no download.
+    for id in [211, 213] {
+        assert_eq!(hook_runs(dir.path(), id), 1, "order {id}");
+        assert!(
+            !dir.path().join(format!("certs/{id}.pem")).exists(),
+            "order {id}"
+        );
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collect_killed_during_a_hook_runs_only_that_hook_again() {
     killed_during_hooks(&(301..=306).collect::<Vec<_>>(), 1).await;
 }
