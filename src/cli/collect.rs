@@ -99,12 +99,13 @@ pub(crate) async fn collect(cli: &Cli, args: &CollectArgs) -> anyhow::Result<Exi
         eprintln!("order {order_id}: {why}");
     }
     eprintln!(
-        "run {}: {} certificate(s) written now; {} downloaded in all, {} issued not downloaded, {} awaiting issuance",
+        "run {}: {} certificate(s) written now; {} downloaded in all, {} issued not downloaded, {} awaiting issuance{}",
         run.id,
         summary.downloaded.len(),
         progress.downloaded,
         progress.issued,
-        progress.awaiting_issuance
+        progress.awaiting_issuance,
+        super::status::cannot_collect(&progress)
     );
     let hooks_failed = deployed.as_ref().is_some_and(|report| {
         report_hooks(report, rotation.deployed, rotation.downloaded);

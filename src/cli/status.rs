@@ -207,11 +207,14 @@ fn write_entry(out: &mut impl Write, entry: &Entry, detailed: bool) -> std::io::
             "         pruned {pruned_at}: only the successes later runs stand for are kept"
         )?;
     }
-    if collection.downloaded + collection.issued > 0 {
+    if collection.downloaded + collection.issued + collection.cannot_collect > 0 {
         writeln!(
             out,
-            "         certificates: {} downloaded, {} issued not downloaded, {} awaiting issuance",
-            collection.downloaded, collection.issued, collection.awaiting_issuance
+            "         certificates: {} downloaded, {} issued not downloaded, {} awaiting issuance{}",
+            collection.downloaded,
+            collection.issued,
+            collection.awaiting_issuance,
+            cannot_collect(collection)
         )?;
     }
     if rotation.awaiting_dcv + rotation.awaiting_approval + rotation.issued > 0 {
@@ -229,6 +232,14 @@ fn write_entry(out: &mut impl Write, entry: &Entry, detailed: bool) -> std::io::
         writeln!(out, "         options {}", run.options)?;
     }
     Ok(())
+}
+
+/// The tail of the certificates line for those `collect` cannot take (it says why for each).
+pub(crate) fn cannot_collect(collection: &Collection) -> String {
+    match collection.cannot_collect {
+        0 => String::new(),
+        n => format!(", {n} cannot be collected"),
+    }
 }
 
 pub(crate) async fn report(cli: &Cli, args: &ReportArgs) -> anyhow::Result<Exit> {

@@ -33,6 +33,9 @@ pub struct Collection {
     pub downloaded: u64,
     pub issued: u64,
     pub awaiting_issuance: u64,
+    /// Succeeded reissues whose certificate `collect` cannot take (no CSR was sent to check it
+    /// against, a certificate for another key, ...): not awaiting anything, `collect` says why.
+    pub cannot_collect: u64,
 }
 
 impl Journal {
@@ -135,12 +138,13 @@ impl Journal {
     }
 
     pub async fn collection(&self, run_id: i64) -> Result<Collection, JournalError> {
-        let (downloaded, issued, awaiting): (i64, i64, i64) = sqlx::query_as(
+        let (downloaded, issued, awaiting, cannot): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT
                  count(*) FILTER (WHERE downloaded_at IS NOT NULL),
                  count(*) FILTER (WHERE downloaded_at IS NULL AND issue_status = 'issued'),
                  count(*) FILTER (WHERE downloaded_at IS NULL
-                                  AND coalesce(issue_status, '') <> 'issued')
+                                  AND coalesce(issue_status, '') NOT IN ('issued', 'problem')),
+                 count(*) FILTER (WHERE downloaded_at IS NULL AND issue_status = 'problem')
              FROM items
              WHERE id IN (SELECT id FROM items WHERE run_id = $1 AND state = 'succeeded'
                           UNION ALL SELECT success_id FROM skipped_items WHERE run_id = $1
@@ -156,6 +160,7 @@ impl Journal {
             downloaded: count(downloaded),
             issued: count(issued),
             awaiting_issuance: count(awaiting),
+            cannot_collect: count(cannot),
         })
     }
 }

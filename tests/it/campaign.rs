@@ -193,6 +193,50 @@ async fn collect_writes_every_certificate_for_the_key_that_was_generated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reissue_sent_without_a_csr_is_counted_as_not_collectable_not_as_awaiting_issuance() {
+    let sim = support::simulator(Scenario::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    manifest_with_keys(dir.path(), 1..=2, true);
+    let mut csv = std::fs::read_to_string(dir.path().join("orders.csv")).expect("manifest");
+    csv.push_str("3,,order-3.example.com,order-3.example.com,2,sha256\n");
+    std::fs::write(dir.path().join("orders.csv"), csv).expect("manifest");
+    let mut cmd = support::run_against(dir.path(), Path::new("orders.csv"), &sim.base_url());
+    cmd.args(["--rate", "unlimited"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let mut cmd = reissuer(dir.path());
+    cmd.args([
+        "collect",
+        "--out",
+        "certs",
+        "--wait",
+        "5s",
+        "--rate",
+        "unlimited",
+    ]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("order 3: the reissue carried no CSR"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("2 downloaded in all, 0 issued not downloaded, 0 awaiting issuance, 1 cannot be collected"),
+        "{stderr}"
+    );
+    let mut status = reissuer(dir.path());
+    status.args(["status", "--json"]);
+    let runs: serde_json::Value =
+        serde_json::from_slice(&output(status).await.stdout).expect("json");
+    assert_eq!(runs[0]["collection"]["downloaded"], 2, "{runs}");
+    assert_eq!(runs[0]["collection"]["awaiting_issuance"], 0, "{runs}");
+    assert_eq!(runs[0]["collection"]["cannot_collect"], 1, "{runs}");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collect_killed_midway_resumes_without_downloading_again() {
     let sim = support::simulator(Scenario {
         faults: Faults {
