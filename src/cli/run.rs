@@ -331,9 +331,7 @@ async fn plan_row(
             canonical,
             digest,
         } => {
-            planner
-                .add_order(order_id, line, &canonical, &digest)
-                .await?;
+            planner.add_order(order_id, line, canonical, digest).await?;
         }
         Planned::Invalid(row) => {
             let text: Vec<String> = row.errors.iter().map(ToString::to_string).collect();

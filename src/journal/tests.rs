@@ -49,7 +49,7 @@ fn new_run() -> NewRun {
 async fn planned(journal: &Journal, orders: &[(u64, &str)]) -> i64 {
     let mut plan = journal.plan_run(&new_run()).await.expect("plan");
     for (line, (order_id, payload)) in orders.iter().enumerate() {
-        plan.add_order(*order_id, line as u64 + 2, payload, &format!("d-{payload}"))
+        plan.add_order(*order_id, line as u64 + 2, *payload, format!("d-{payload}"))
             .await
             .expect("add");
     }
