@@ -30,7 +30,21 @@ pub(crate) async fn plan_and_send(
 ) -> anyhow::Result<Exit> {
     let started = std::time::Instant::now();
     let journal_existed = journal_path.exists();
-    let journal = crate::journal::Journal::open(journal_path).await?;
+    let (journal, integrity) = crate::journal::Journal::open_checking(journal_path).await?;
+    // While the journal's integrity is checked on a connection of its own, what needs neither
+    // writing nor sending goes on: the CSRs verified before are read, and the manifest is
+    // validated (on every core) into a bounded channel. A damaged journal is refused before
+    // anything is written or sent.
+    let verified = match journal.verified_csrs().await {
+        Ok(digests) => Arc::new(VerifiedCsrs::new(digests)),
+        Err(err) => {
+            integrity.passed().await?;
+            return Err(err.into());
+        }
+    };
+    let scan = (!args.fill_from_order)
+        .then(|| stream_rows(&args.manifest, false, &verified, Planned::from));
+    integrity.passed().await?;
     // Who the key is, before anything is planned: a key that cannot be identified leaves no
     // new journal behind. When CertCentral cannot be reached (or a signal comes first), the
     // run is planned all the same with nothing sent, so `resume` continues it; resume
@@ -100,17 +114,15 @@ pub(crate) async fn plan_and_send(
     };
     // Before any request: fill-from-order's count too.
     send::seed_limiter(&sender.limiter, &journal, sender.options.request_timeout).await?;
-    // CSRs verified by earlier runs are parsed, not verified again.
-    let verified = Arc::new(VerifiedCsrs::new(journal.verified_csrs().await?));
     // Facts are fetched before the plan's transaction takes the journal's one connection.
-    let filled = match args.fill_from_order {
-        true => Some(filled_rows(&args.manifest, &journal, &sender, &verified).await?),
-        false => None,
+    let rows = match scan {
+        Some(scan) => Rows::Streamed(scan),
+        None => Rows::Filled(filled_rows(&args.manifest, &journal, &sender, &verified).await?),
     };
     let mut planner = journal.plan_run(&new).await?;
-    let invalid = match filled {
-        None => plan_rows(&args.manifest, &mut planner, args.skip_invalid, &verified).await?,
-        Some(rows) => {
+    let invalid = match rows {
+        Rows::Streamed(scan) => plan_rows(scan, &mut planner, args.skip_invalid).await?,
+        Rows::Filled(rows) => {
             let mut errors = Vec::new();
             for row in rows {
                 plan_row(row.into(), &mut planner, args.skip_invalid, &mut errors).await?;
@@ -237,10 +249,7 @@ fn stream_rows<T: Send + 'static>(
     fill_from_order: bool,
     verified: &Arc<VerifiedCsrs>,
     prepare: fn(Row) -> T,
-) -> (
-    tokio::sync::mpsc::Receiver<Vec<T>>,
-    tokio::task::JoinHandle<Result<manifest::ScanSummary, manifest::ManifestError>>,
-) {
+) -> Scan<T> {
     use rayon::prelude::*;
     let mut options = super::validate::load_options(args);
     options.fill_from_order = fill_from_order;
@@ -304,14 +313,26 @@ impl From<Row> for Planned {
     }
 }
 
+/// The manifest being validated on other threads: its rows in chunks, then how the scan ended.
+type Scan<T> = (
+    tokio::sync::mpsc::Receiver<Vec<T>>,
+    tokio::task::JoinHandle<Result<manifest::ScanSummary, manifest::ManifestError>>,
+);
+
+/// The manifest's rows as the planner takes them.
+enum Rows {
+    /// Validated while they are planned.
+    Streamed(Scan<Planned>),
+    /// Read whole and filled from the live orders (`--fill-from-order`).
+    Filled(Vec<Row>),
+}
+
 /// Streams the manifest into the planner; returns every validation error, in file order.
 async fn plan_rows(
-    args: &super::ManifestArgs,
+    (mut rx, scanning): Scan<Planned>,
     planner: &mut crate::journal::Planner,
     record_invalid: bool,
-    verified: &Arc<VerifiedCsrs>,
 ) -> anyhow::Result<Vec<String>> {
-    let (mut rx, scanning) = stream_rows(args, false, verified, Planned::from);
     let mut errors = Vec::new();
     while let Some(chunk) = rx.recv().await {
         for row in chunk {
@@ -335,9 +356,7 @@ async fn plan_row(
             canonical,
             digest,
         } => {
-            planner
-                .add_order(order_id, line, &canonical, &digest)
-                .await?;
+            planner.add_order(order_id, line, canonical, digest).await?;
         }
         Planned::Invalid(row) => {
             let text: Vec<String> = row.errors.iter().map(ToString::to_string).collect();

@@ -10,14 +10,22 @@ use super::{ItemState, Journal, JournalError, now_text};
 // against the same account (through whatever base URL) as run `$1`/`$2`. The two statements below say it the
 // same way; keep them in step.
 
-/// For each `[order_id, payload_digest]` of the JSON array `$2` (by index): the newest success
-/// of that order and payload against run `$1`'s account, or NULL.
-pub(super) const SUCCESSES_OF_KEYS: &str = "SELECT j.key, (
-         SELECT max(s.id) FROM items s
-         WHERE s.order_id = CAST(j.value ->> 0 AS BIGINT) AND s.payload_digest = j.value ->> 1
-         AND s.state = 'succeeded'
-         AND s.run_id IN (SELECT other_run_id FROM same_account WHERE run_id = $1))
-     FROM json_each($2) j";
+/// Records as skipped, for run `$1`, each `[order_id, line, payload_digest]` of the JSON array
+/// `$2` whose order succeeded with that payload against run `$1`'s account, naming the newest
+/// such success. Returns no rows: a rerun that sends nothing moves no row out of the database.
+pub(super) const SKIP_KEYS_ALREADY_SUCCEEDED: &str =
+    // Materialized: flattened into the INSERT, the lookup would run twice per key (once to
+    // filter, once for the value).
+    "WITH found AS MATERIALIZED (
+         SELECT CAST(j.value ->> 0 AS BIGINT) AS order_id, CAST(j.value ->> 1 AS BIGINT) AS line, (
+             SELECT max(s.id) FROM items s
+             WHERE s.order_id = CAST(j.value ->> 0 AS BIGINT) AND s.payload_digest = j.value ->> 2
+             AND s.state = 'succeeded'
+             AND s.run_id IN (SELECT other_run_id FROM same_account WHERE run_id = $1)
+         ) AS success_id
+         FROM json_each($2) j)
+     INSERT INTO skipped_items (run_id, order_id, line, success_id)
+     SELECT $1, order_id, line, success_id FROM found WHERE success_id IS NOT NULL";
 
 /// Run `$2`'s pending items become `skipped`, naming the success they stand for, where the
 /// identical payload for the same order succeeded meanwhile (in another run against the same

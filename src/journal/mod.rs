@@ -174,8 +174,20 @@ impl Journal {
     /// Opens (creating if needed) a journal for writing: takes the lock, checks the file is
     /// ours and sound, applies the schema. A `postgres://` URL opens a PostgreSQL journal.
     pub async fn open(path: &Path) -> Result<Self, JournalError> {
+        let (journal, integrity) = Self::open_checking(path).await?;
+        integrity.passed().await?;
+        Ok(journal)
+    }
+
+    /// [`Journal::open`], except that the integrity check of an existing journal whose schema
+    /// is current runs on a connection of its own while the caller reads: on a large journal
+    /// it takes a few tenths of a second. The caller must see [`IntegrityCheck::passed`]
+    /// before it writes to the journal or sends anything. A journal that needs migrating is
+    /// checked before it is migrated, as by `open`.
+    pub async fn open_checking(path: &Path) -> Result<(Self, IntegrityCheck), JournalError> {
         if Engine::of(path) == Engine::Postgres {
-            return Self::open_postgres(path, true).await;
+            let journal = Self::open_postgres(path, true).await?;
+            return Ok((journal, IntegrityCheck::done()));
         }
         let lock = take_lock(path)?;
         let existed = check_file(path)?;
@@ -184,8 +196,17 @@ impl Journal {
         }
         restrict_permissions(path);
         let pool = connect(path, false).await?;
+        let mut integrity = IntegrityCheck::done();
         if existed {
-            verify_database(&pool, path).await?;
+            let check = IntegrityCheck::start(path);
+            let schema = verify_database(&pool, path).await;
+            // A damaged file is reported as such, even when reading its schema failed too.
+            if schema.is_err() || schema.as_ref().is_ok_and(|s| *s == Schema::Behind) {
+                check.passed().await?;
+            } else {
+                integrity = check;
+            }
+            schema?;
         }
         MIGRATOR
             .run(&pool)
@@ -195,14 +216,15 @@ impl Journal {
                 source,
             })?;
         restrict_permissions(path);
-        Ok(Self {
+        let journal = Self {
             pool,
             engine: Engine::Sqlite,
             path: path.to_owned(),
             _lock: Some(lock),
             fence: std::sync::OnceLock::new(),
             tenure: std::sync::OnceLock::new(),
-        })
+        };
+        Ok((journal, integrity))
     }
 
     /// Opens an existing journal to read (status, report) while a run may be writing it.
@@ -216,6 +238,7 @@ impl Journal {
             });
         }
         let pool = connect(path, true).await?;
+        quick_check(&pool, path).await?;
         verify_database(&pool, path).await?;
         Ok(Self {
             pool,
@@ -418,22 +441,77 @@ fn classify_open_error(path: &Path, err: sqlx::Error) -> JournalError {
     }
 }
 
-/// Checks an existing file is a sound reissuer journal of a schema this version knows.
-async fn verify_database(pool: &AnyPool, path: &Path) -> Result<(), JournalError> {
+/// Whether an existing journal's schema is this version's, or older (to be migrated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Schema {
+    Current,
+    Behind,
+}
+
+/// The integrity check of an existing SQLite journal (`PRAGMA quick_check`), running on a
+/// read-only connection of its own; nothing to wait for otherwise.
+#[must_use = "the journal may be written only once its check has passed"]
+pub struct IntegrityCheck(Option<(PathBuf, tokio::task::JoinHandle<Result<(), JournalError>>)>);
+
+impl IntegrityCheck {
+    fn done() -> Self {
+        Self(None)
+    }
+
+    fn start(path: &Path) -> Self {
+        let file = path.to_owned();
+        let task = tokio::spawn(async move {
+            let pool = connect(&file, true).await?;
+            let checked = quick_check(&pool, &file).await;
+            pool.close().await;
+            checked
+        });
+        Self(Some((path.to_owned(), task)))
+    }
+
+    /// Waits for the check: `Corrupt` when SQLite found the file damaged.
+    pub async fn passed(self) -> Result<(), JournalError> {
+        let Some((path, task)) = self.0 else {
+            return Ok(());
+        };
+        match task.await {
+            Ok(checked) => checked,
+            Err(err) => match err.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(cancelled) => Err(JournalError::Io {
+                    path,
+                    source: std::io::Error::other(cancelled),
+                }),
+            },
+        }
+    }
+}
+
+/// `PRAGMA quick_check`: every page of the file read and its b-trees checked.
+async fn quick_check(pool: &AnyPool, path: &Path) -> Result<(), JournalError> {
+    let check: String = sqlx::query_scalar("PRAGMA quick_check")
+        .fetch_one(pool)
+        .await
+        .map_err(|err| JournalError::Corrupt {
+            path: path.to_owned(),
+            detail: err.to_string(),
+        })?;
+    match check.as_str() {
+        "ok" => Ok(()),
+        _ => Err(JournalError::Corrupt {
+            path: path.to_owned(),
+            detail: check,
+        }),
+    }
+}
+
+/// Checks an existing file is a reissuer journal of a schema this version knows (that it is
+/// sound is [`quick_check`]'s part).
+async fn verify_database(pool: &AnyPool, path: &Path) -> Result<Schema, JournalError> {
     let corrupt = |err: sqlx::Error| JournalError::Corrupt {
         path: path.to_owned(),
         detail: err.to_string(),
     };
-    let check: String = sqlx::query_scalar("PRAGMA quick_check")
-        .fetch_one(pool)
-        .await
-        .map_err(corrupt)?;
-    if check != "ok" {
-        return Err(JournalError::Corrupt {
-            path: path.to_owned(),
-            detail: check,
-        });
-    }
     let app_id: i64 = sqlx::query_scalar("PRAGMA application_id")
         .fetch_one(pool)
         .await
@@ -448,7 +526,7 @@ async fn verify_database(pool: &AnyPool, path: &Path) -> Result<(), JournalError
     .map_err(corrupt)?;
     if app_id != APPLICATION_ID {
         return if app_id == 0 && tables == 0 {
-            Ok(())
+            Ok(Schema::Behind)
         } else {
             Err(JournalError::NotAJournal {
                 path: path.to_owned(),
@@ -467,7 +545,8 @@ async fn verify_database(pool: &AnyPool, path: &Path) -> Result<(), JournalError
             found,
             known,
         }),
-        _ => Ok(()),
+        Some(found) if found == known => Ok(Schema::Current),
+        _ => Ok(Schema::Behind),
     }
 }
 

@@ -342,22 +342,24 @@ impl Planner {
     }
 
     /// Adds a valid order: `skipped` when its identical payload already succeeded against the
-    /// same account (unless forced), `pending` otherwise.
+    /// same account (unless forced), `pending` otherwise. Takes the payload by value: it is
+    /// held until its batch is written, and copying 100,000 of them is avoidable work.
     pub async fn add_order(
         &mut self,
         order_id: u64,
         line: u64,
-        canonical: &str,
-        payload_digest: &str,
+        canonical: impl Into<String>,
+        payload_digest: impl Into<String>,
     ) -> Result<(), JournalError> {
         let order_id = i64::try_from(order_id).unwrap_or(i64::MAX);
+        let payload_digest = payload_digest.into();
         self.digest
             .update(format!("{order_id} {payload_digest}\n").as_bytes());
         self.push(PlannedRow {
             order_id,
             line,
-            payload: canonical.to_owned(),
-            payload_digest: payload_digest.to_owned(),
+            payload: canonical.into(),
+            payload_digest,
             state: ItemState::Pending,
             error_message: None,
         })
@@ -399,34 +401,22 @@ impl Planner {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let rows = std::mem::take(&mut self.batch);
-        let successes = match self.force {
-            true => Vec::new(),
-            false => self.successes(&rows).await?,
+        let rows = std::mem::replace(&mut self.batch, Vec::with_capacity(PLAN_BATCH));
+        let skipped = match self.force {
+            true => vec![false; rows.len()],
+            false => self.skip_already_succeeded(&rows).await?,
         };
-        let mut skipped = Vec::new();
         let mut items = Vec::new();
-        for (row, success) in rows
-            .iter()
-            .zip(successes.into_iter().chain(std::iter::repeat(None)))
-        {
-            match success {
-                Some(success_id) => {
-                    skipped.push(serde_json::json!([row.order_id, row.line, success_id]));
-                    self.counts.add(ItemState::Skipped, 1);
-                }
-                None => {
-                    items.push(serde_json::json!([
-                        row.order_id,
-                        row.line,
-                        row.payload,
-                        row.payload_digest,
-                        row.state.as_str(),
-                        row.error_message
-                    ]));
-                    self.counts.add(row.state, 1);
-                }
-            }
+        for (row, _) in rows.iter().zip(&skipped).filter(|(_, skipped)| !**skipped) {
+            items.push(serde_json::json!([
+                row.order_id,
+                row.line,
+                row.payload,
+                row.payload_digest,
+                row.state.as_str(),
+                row.error_message
+            ]));
+            self.counts.add(row.state, 1);
         }
         if !items.is_empty() {
             sqlx::query(
@@ -442,46 +432,62 @@ impl Planner {
             .execute(&mut *self.tx)
             .await?;
         }
-        if !skipped.is_empty() {
-            sqlx::query(
-                "INSERT INTO skipped_items (run_id, order_id, line, success_id)
-                 SELECT $1, CAST(value ->> 0 AS BIGINT), CAST(value ->> 1 AS BIGINT),
-                        CAST(value ->> 2 AS BIGINT)
-                 FROM json_each($2) ORDER BY key",
-            )
-            .bind(self.run_id)
-            .bind(serde_json::Value::Array(skipped).to_string())
-            .execute(&mut *self.tx)
-            .await?;
-        }
         Ok(())
     }
 
-    /// For each row, the newest success of the same order with the identical payload against
-    /// this run's account, if any (invalid rows never have one).
-    async fn successes(&mut self, rows: &[PlannedRow]) -> Result<Vec<Option<i64>>, JournalError> {
-        let keys: Vec<serde_json::Value> = rows
+    /// Writes a `skipped_items` row for each pending row whose order succeeded with the
+    /// identical payload against this run's account, and says which rows those were (invalid
+    /// rows never are). One statement that returns no rows when every order is done, as in a
+    /// rerun that sends nothing; a second one only when some are not.
+    async fn skip_already_succeeded(
+        &mut self,
+        rows: &[PlannedRow],
+    ) -> Result<Vec<bool>, JournalError> {
+        let mut skipped = vec![false; rows.len()];
+        // Positions in the batch of the keys sent, and the keys as `[order_id, line, digest]`.
+        let (positions, keys): (Vec<usize>, Vec<(i64, u64, &str)>) = rows
             .iter()
-            .map(|row| match row.state {
-                ItemState::Pending => serde_json::json!([row.order_id, row.payload_digest]),
-                _ => serde_json::Value::Null,
-            })
-            .collect();
-        let found: Vec<(i64, Option<i64>)> = sqlx::query_as(super::items::SUCCESSES_OF_KEYS)
+            .enumerate()
+            .filter(|(_, row)| row.state == ItemState::Pending)
+            .map(|(at, row)| (at, (row.order_id, row.line, row.payload_digest.as_str())))
+            .unzip();
+        if keys.is_empty() {
+            return Ok(skipped);
+        }
+        let keys = serde_json::to_string(&keys).unwrap_or_else(|_| "[]".to_owned());
+        let done = sqlx::query(super::items::SKIP_KEYS_ALREADY_SUCCEEDED)
             .bind(self.run_id)
-            .bind(serde_json::Value::Array(keys).to_string())
-            .fetch_all(&mut *self.tx)
-            .await?;
-        let mut successes = vec![None; rows.len()];
-        for (index, success) in found {
-            if let Some(slot) = usize::try_from(index)
-                .ok()
-                .and_then(|i| successes.get_mut(i))
-            {
-                *slot = success;
+            .bind(&keys)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+        self.counts
+            .add(ItemState::Skipped, i64::try_from(done).unwrap_or(i64::MAX));
+        if done == 0 {
+            return Ok(skipped);
+        }
+        for &at in &positions {
+            skipped[at] = true;
+        }
+        if usize::try_from(done).is_ok_and(|done| done == positions.len()) {
+            return Ok(skipped);
+        }
+        // The positions among the keys of the orders not skipped.
+        let left: Vec<i64> = sqlx::query_scalar(
+            "SELECT j.key FROM json_each($2) j
+             WHERE NOT EXISTS (SELECT 1 FROM skipped_items k
+                               WHERE k.run_id = $1 AND k.order_id = CAST(j.value ->> 0 AS BIGINT))",
+        )
+        .bind(self.run_id)
+        .bind(&keys)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        for key in left {
+            if let Some(&at) = usize::try_from(key).ok().and_then(|k| positions.get(k)) {
+                skipped[at] = false;
             }
         }
-        Ok(successes)
+        Ok(skipped)
     }
 
     /// Writes what is buffered; then the counts are final.

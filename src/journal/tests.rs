@@ -49,7 +49,7 @@ fn new_run() -> NewRun {
 async fn planned(journal: &Journal, orders: &[(u64, &str)]) -> i64 {
     let mut plan = journal.plan_run(&new_run()).await.expect("plan");
     for (line, (order_id, payload)) in orders.iter().enumerate() {
-        plan.add_order(*order_id, line as u64 + 2, payload, &format!("d-{payload}"))
+        plan.add_order(*order_id, line as u64 + 2, *payload, format!("d-{payload}"))
             .await
             .expect("add");
     }
@@ -193,6 +193,20 @@ async fn identical_payload_that_succeeded_is_skipped_next_time(journal: Journal)
     let rows = journal.report_rows(second).await.expect("rows");
     assert_eq!((rows[0].order_id, rows[0].state.as_str()), (1, "skipped"));
     assert_eq!((rows[1].order_id, rows[1].state.as_str()), (2, "pending"));
+}
+
+on_both_engines!(verified_csrs_are_read_back_as_remembered);
+async fn verified_csrs_are_read_back_as_remembered(journal: Journal) {
+    assert!(journal.verified_csrs().await.expect("none yet").is_empty());
+    let digests: Vec<crate::manifest::csr::CsrDigest> =
+        (0..=255u8).map(|i| [i; 32]).chain([[0; 32]]).collect();
+    let mut plan = journal.plan_run(&new_run()).await.expect("plan");
+    plan.remember_verified_csrs(&digests)
+        .await
+        .expect("remember");
+    plan.commit().await.expect("commit");
+    let read = journal.verified_csrs().await.expect("read");
+    assert_eq!(read, digests.into_iter().collect());
 }
 
 on_both_engines!(many_rows_and_invalid_rows_with_a_repeated_order_id_are_planned);

@@ -108,9 +108,9 @@ enum Signature {
 }
 
 fn parse(text: &str, signature: Signature) -> Result<CsrInfo, CsrError> {
-    let (label, der) = unwrap_pem(text)?;
+    let Pem { label, der, base64 } = unwrap_pem(text)?;
     if label == PUBLIC_KEY_LABEL {
-        return parse_public_key(&der);
+        return parse_public_key(&der, &base64);
     }
     let (rest, request) =
         X509CertificationRequest::from_der(&der).map_err(|e| CsrError::Request(e.to_string()))?;
@@ -145,12 +145,12 @@ fn parse(text: &str, signature: Signature) -> Result<CsrInfo, CsrError> {
         common_name,
         dns_names,
         public_key_der: info.subject_pki.raw.to_vec(),
-        one_line_pem: one_line(CSR_LABEL, &der),
+        one_line_pem: one_line(CSR_LABEL, &base64),
         is_public_key: false,
     })
 }
 
-fn parse_public_key(der: &[u8]) -> Result<CsrInfo, CsrError> {
+fn parse_public_key(der: &[u8], base64: &str) -> Result<CsrInfo, CsrError> {
     let (rest, spki) =
         SubjectPublicKeyInfo::from_der(der).map_err(|e| CsrError::PublicKey(e.to_string()))?;
     if !rest.is_empty() {
@@ -171,21 +171,25 @@ fn parse_public_key(der: &[u8]) -> Result<CsrInfo, CsrError> {
         common_name: None,
         dns_names: Vec::new(),
         public_key_der: der.to_vec(),
-        one_line_pem: one_line(PUBLIC_KEY_LABEL, der),
+        one_line_pem: one_line(PUBLIC_KEY_LABEL, base64),
         is_public_key: true,
     })
 }
 
-fn one_line(label: &str, der: &[u8]) -> String {
-    format!(
-        "-----BEGIN {label}-----{}-----END {label}-----",
-        BASE64.encode(der)
-    )
+fn one_line(label: &str, base64: &str) -> String {
+    format!("-----BEGIN {label}-----{base64}-----END {label}-----")
 }
 
-/// Finds the one PEM block in `text` and returns its (normalised) label and decoded body.
-/// Accepts LF, CRLF, no trailing newline, and the one-line form the API itself uses.
-fn unwrap_pem(text: &str) -> Result<(&'static str, Vec<u8>), CsrError> {
+/// A PEM block: its normalised label, its body decoded, and its body as base64 on one line.
+struct Pem {
+    label: &'static str,
+    der: Vec<u8>,
+    base64: String,
+}
+
+/// Finds the one PEM block in `text`. Accepts LF, CRLF, no trailing newline, and the one-line
+/// form the API itself uses.
+fn unwrap_pem(text: &str) -> Result<Pem, CsrError> {
     let text = text.trim();
     let Some(begin_at) = text.find("-----BEGIN ") else {
         return Err(CsrError::NotPem);
@@ -205,9 +209,19 @@ fn unwrap_pem(text: &str) -> Result<(&'static str, Vec<u8>), CsrError> {
         Some(body) if begin_at == 0 && !body.contains("-----") => body,
         _ => return Err(CsrError::Framing(label.to_owned())),
     };
-    let compact: Vec<u8> = body.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    let der = BASE64.decode(compact).map_err(|_| CsrError::Base64)?;
-    Ok((normalised, der))
+    let mut base64 = String::with_capacity(body.len());
+    for piece in body.split_ascii_whitespace() {
+        base64.push_str(piece);
+    }
+    // The engine accepts canonical base64 only (padding, zero trailing bits): the body as
+    // given, line breaks removed, is what encoding the DER again would give, so it is sent
+    // as it is.
+    let der = BASE64.decode(&base64).map_err(|_| CsrError::Base64)?;
+    Ok(Pem {
+        label: normalised,
+        der,
+        base64,
+    })
 }
 
 /// SHA-256 of a CSR's text (trimmed): what a verified CSR is remembered by.
@@ -387,6 +401,17 @@ mod tests {
     }
 
     #[test]
+    fn base64_that_encoding_would_not_give_back_is_refused() {
+        // The one-line PEM is the body as given: only canonical base64 may pass.
+        for body in ["AB==", "AAE", "AA=A", "AAAA===="] {
+            let text = format!(
+                "-----BEGIN CERTIFICATE REQUEST-----\n{body}\n-----END CERTIFICATE REQUEST-----"
+            );
+            assert_eq!(parse_csr(&text), Err(CsrError::Base64), "{body}");
+        }
+    }
+
+    #[test]
     fn public_key_is_accepted_and_kept_as_public_key_pem() {
         let pem = public_key_pem();
         let info = parse_csr(&pem).expect("public key");
@@ -453,7 +478,7 @@ mod tests {
         // The signature is the last element of the request: flip a bit in its final byte.
         let last = der.len() - 1;
         der[last] ^= 0x01;
-        let tampered = one_line(CSR_LABEL, &der);
+        let tampered = one_line(CSR_LABEL, &BASE64.encode(&der));
         assert_eq!(parse_csr(&tampered), Err(CsrError::Signature));
     }
 
@@ -468,7 +493,7 @@ mod tests {
         let mut der = der;
         der[at] = b'b';
         assert_eq!(
-            parse_csr(&one_line(CSR_LABEL, &der)),
+            parse_csr(&one_line(CSR_LABEL, &BASE64.encode(&der))),
             Err(CsrError::Signature)
         );
     }
@@ -499,7 +524,7 @@ mod tests {
         let mut broken = der.clone();
         let last = broken.len() - 1;
         broken[last] ^= 0x01;
-        let broken = one_line(CSR_LABEL, &broken);
+        let broken = one_line(CSR_LABEL, &BASE64.encode(&broken));
         let digest = |text: &str| -> CsrDigest { Sha256::digest(text.trim().as_bytes()).into() };
 
         // First reading: both are verified; only the good one is remembered.
