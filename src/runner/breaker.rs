@@ -168,12 +168,21 @@ impl Breaker {
                 Change::None
             }
             (State::Closed { failing }, Signal::Failed { order_id, item_id }) => {
-                if !failing.iter().any(|failure| failure.order_id == order_id) {
-                    failing.push(Failure {
+                // An order failing again counts once, as of its latest failure: an answer to a
+                // request that left between the two does not clear it.
+                match failing
+                    .iter_mut()
+                    .find(|failure| failure.order_id == order_id)
+                {
+                    Some(failure) => {
+                        failure.seen_at = now;
+                        failure.item_id = item_id.or(failure.item_id);
+                    }
+                    None => failing.push(Failure {
                         order_id,
                         item_id,
                         seen_at: now,
-                    });
+                    }),
                 }
                 if failing.len() < self.policy.trip_after {
                     return Change::None;

@@ -120,6 +120,26 @@ fn a_late_answer_to_a_request_sent_before_the_failures_keeps_them_counted() {
 }
 
 #[test]
+fn an_order_failing_again_counts_as_of_its_latest_failure() {
+    let t0 = Instant::now();
+    let mut breaker = Breaker::new(policy(), 1);
+    let _ = breaker.observe(failed(1), t0);
+    let _ = breaker.observe(failed(1), t0 + secs(2));
+    // Left after the first failure, before the second: order 1 still counts.
+    assert_eq!(
+        breaker.observe(answered(t0 + secs(1)), t0 + secs(3)),
+        Change::None
+    );
+    let _ = breaker.observe(failed(2), t0 + secs(3));
+    assert_eq!(
+        breaker.observe(failed(3), t0 + secs(3)),
+        Change::Tripped {
+            items: vec![1001, 1002, 1003]
+        }
+    );
+}
+
+#[test]
 fn nothing_is_probed_before_the_wait_and_only_one_probe_at_a_time() {
     let t0 = Instant::now();
     let mut breaker = Breaker::new(policy(), 1);
