@@ -59,15 +59,22 @@ pub(crate) async fn approve(cli: &Cli, args: &ApproveArgs) -> anyhow::Result<Exi
         comment: args.comment.clone(),
         concurrency: command.connection.concurrency,
     };
-    let result = approve::approve(
-        &command.journal,
-        &command.connection.client,
-        &command.connection.limiter,
-        command.run.id,
-        &options,
-        &command.cancel,
-    )
-    .await;
+    // Without work, nothing is asked of CertCentral: neither the key's identity nor a lease was
+    // taken, so nothing may be sent even if work appeared since.
+    let result = match has_work {
+        true => {
+            approve::approve(
+                &command.journal,
+                &command.connection.client,
+                &command.connection.limiter,
+                command.run.id,
+                &options,
+                &command.cancel,
+            )
+            .await
+        }
+        false => Ok(approve::ApproveSummary::default()),
+    };
     let run = command.finish().await;
     let summary = match result {
         Ok(summary) => summary,

@@ -82,15 +82,22 @@ async fn check(cli: &Cli, args: &DcvCheckArgs) -> anyhow::Result<Exit> {
         wait: args.wait,
         concurrency: command.connection.concurrency,
     };
-    let result = check::check(
-        &command.journal,
-        &command.connection.client,
-        &command.connection.limiter,
-        command.run.id,
-        &options,
-        &command.cancel,
-    )
-    .await;
+    // Without work, nothing is asked of CertCentral: neither the key's identity nor a lease was
+    // taken, so nothing may be sent even if work appeared since.
+    let result = match has_work {
+        true => {
+            check::check(
+                &command.journal,
+                &command.connection.client,
+                &command.connection.limiter,
+                command.run.id,
+                &options,
+                &command.cancel,
+            )
+            .await
+        }
+        false => Ok(check::CheckSummary::default()),
+    };
     let run = command.finish().await;
     let summary = match result {
         Ok(summary) => summary,
