@@ -127,9 +127,39 @@ pub async fn deploy(
     cancel: &CancellationToken,
 ) -> Result<DeployReport, DeployError> {
     let mut report = DeployReport::default();
+    let mut running = JoinSet::new();
+    let result = run_hooks(
+        journal,
+        run_id,
+        &mut written,
+        options,
+        cancel,
+        &mut running,
+        &mut report,
+    )
+    .await;
+    if result.is_err() {
+        // The journal failed: the hooks still running are waited for (each within its timeout),
+        // not left running unwatched while the lease is given up and another process starts
+        // them again. Their ends cannot be recorded; they run again next time.
+        while running.join_next().await.is_some() {}
+    }
+    result.map(|()| report)
+}
+
+/// The loop of [`deploy`]; on a journal error it returns at once, leaving `running` to the
+/// caller.
+async fn run_hooks(
+    journal: &Journal,
+    run_id: i64,
+    written: &mut UnboundedReceiver<i64>,
+    options: &HookOptions,
+    cancel: &CancellationToken,
+    running: &mut JoinSet<(Deployable, HookRun)>,
+    report: &mut DeployReport,
+) -> Result<(), DeployError> {
     let mut queue: VecDeque<Deployable> = journal.to_deploy(run_id).await?.into();
     let mut seen: HashSet<i64> = queue.iter().map(|d| d.item_id).collect();
-    let mut running = JoinSet::new();
     let mut open = true;
     loop {
         while running.len() < options.concurrency.max(1) && !cancel.is_cancelled() {
@@ -162,13 +192,13 @@ pub async fn deploy(
             },
             Some(joined) = running.join_next() => {
                 let Ok((job, run)) = joined else { continue };
-                finish(journal, &job, run, &options.key, &mut report).await?;
+                finish(journal, &job, run, &options.key, report).await?;
             }
             () = cancel.cancelled(), if open && running.is_empty() => open = false,
         }
     }
     report.not_started = queue.len();
-    Ok(report)
+    Ok(())
 }
 
 /// Records how a hook ended and reports it.

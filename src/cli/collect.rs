@@ -17,6 +17,17 @@ pub(crate) async fn collect(cli: &Cli, args: &CollectArgs) -> anyhow::Result<Exi
     let run = journal.run_or_newest(args.run_id).await?;
     let connection = send::Connection::new(&args.connection, Some(&run))?;
     let identity = connection.identify_for_run(&journal, &run).await?;
+    // Before the lease: an error here leaves no lease for the next collect to wait out.
+    let hooks = match &args.deploy_hook {
+        Some(command) => Some(HookOptions {
+            command: command.clone(),
+            timeout: args.hook_timeout,
+            concurrency: args.hook_concurrency as usize,
+            key: send::load_api_key(&args.connection)?,
+            key_dir: run.manifest.as_deref().and_then(manifest_dir),
+        }),
+        None => None,
+    };
     // A collect killed while its hooks ran may leave them running (each is its own process
     // group): a taker waits out their timeout too before it runs them again.
     let under_way = match &args.deploy_hook {
@@ -32,16 +43,6 @@ pub(crate) async fn collect(cli: &Cli, args: &CollectArgs) -> anyhow::Result<Exi
         under_way,
     )
     .await?;
-    let hooks = match &args.deploy_hook {
-        Some(command) => Some(HookOptions {
-            command: command.clone(),
-            timeout: args.hook_timeout,
-            concurrency: args.hook_concurrency as usize,
-            key: send::load_api_key(&args.connection)?,
-            key_dir: run.manifest.as_deref().and_then(manifest_dir),
-        }),
-        None => None,
-    };
     if hooks.is_some() {
         for (order_id, file) in deploy::forget_missing_files(&journal, run.id).await? {
             tracing::warn!(
@@ -83,7 +84,11 @@ pub(crate) async fn collect(cli: &Cli, args: &CollectArgs) -> anyhow::Result<Exi
     };
     let (result, deployed) = tokio::join!(collecting, deploying);
     signals.abort();
-    lease.release(&journal).await;
+    // After a journal error the lease is left to run out: a taker then waits out the hook
+    // timeout too, in case anything this process started is still under way.
+    if result.is_ok() && deployed.is_ok() {
+        lease.release(&journal).await;
+    }
     let summary = result?;
     let deployed = deployed?;
     let progress = journal.collection(run.id).await?;
