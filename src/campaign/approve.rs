@@ -321,123 +321,132 @@ async fn send_approvals(
     cancel: &CancellationToken,
     summary: &mut ApproveSummary,
 ) -> Result<(), ApproveError> {
-    queue.reverse(); // popped from the end: in order of the run
     let mut running = JoinSet::new();
-    let mut refused: Option<ApproveError> = None;
-    loop {
-        while running.len() < options.concurrency.max(1)
-            && refused.is_none()
-            && !cancel.is_cancelled()
-        {
-            let Some((item, request_id, tries)) = queue.pop() else {
+    let result = async {
+        queue.reverse(); // popped from the end: in order of the run
+        let mut refused: Option<ApproveError> = None;
+        loop {
+            while running.len() < options.concurrency.max(1)
+                && refused.is_none()
+                && !cancel.is_cancelled()
+            {
+                let Some((item, request_id, tries)) = queue.pop() else {
+                    break;
+                };
+                journal
+                    .mark_approving(item.item_id, request_id, options.comment.as_deref())
+                    .await?;
+                let (client, limiter, comment) =
+                    (client.clone(), limiter.clone(), options.comment.clone());
+                running.spawn(async move {
+                    let (attempt, sent) =
+                        send_one(&client, &limiter, request_id, comment.as_deref()).await;
+                    (item, request_id, tries + 1, attempt, sent)
+                });
+            }
+            let Some(joined) = running.join_next().await else {
                 break;
             };
-            journal
-                .mark_approving(item.item_id, request_id, options.comment.as_deref())
-                .await?;
-            let (client, limiter, comment) =
-                (client.clone(), limiter.clone(), options.comment.clone());
-            running.spawn(async move {
-                let (attempt, sent) =
-                    send_one(&client, &limiter, request_id, comment.as_deref()).await;
-                (item, request_id, tries + 1, attempt, sent)
-            });
-        }
-        let Some(joined) = running.join_next().await else {
-            break;
-        };
-        let Ok((item, request_id, tries, attempt, sent)) = joined else {
-            continue;
-        };
-        record_sent(journal, &sent, summary).await?;
-        let id = Some(request_id);
-        match attempt {
-            Attempt::Approved => {
-                journal
-                    .record_approval(item.item_id, id, ApprovalState::Approved, Some(204), None)
-                    .await?;
-                tracing::info!("order {}: request {request_id} approved", item.order_id);
-                summary.approved.push(item.order_id);
-            }
-            Attempt::StillPending {
-                why,
-                retry,
-                http_status,
-            } => {
-                journal
-                    .record_approval(
-                        item.item_id,
-                        id,
-                        ApprovalState::Waiting,
-                        http_status,
-                        Some(&why),
-                    )
-                    .await?;
-                if retry && tries < MAX_TRIES {
-                    queue.insert(0, (item, request_id, tries));
-                } else {
-                    summary.left.push((item.order_id, why));
+            let Ok((item, request_id, tries, attempt, sent)) = joined else {
+                continue;
+            };
+            record_sent(journal, &sent, summary).await?;
+            let id = Some(request_id);
+            match attempt {
+                Attempt::Approved => {
+                    journal
+                        .record_approval(item.item_id, id, ApprovalState::Approved, Some(204), None)
+                        .await?;
+                    tracing::info!("order {}: request {request_id} approved", item.order_id);
+                    summary.approved.push(item.order_id);
                 }
-            }
-            Attempt::NotPending { status } => {
-                let why = format!("request is {status}, not by this approval");
-                journal
-                    .record_approval(
-                        item.item_id,
-                        id,
-                        ApprovalState::NotWaiting,
-                        None,
-                        Some(&why),
-                    )
-                    .await?;
-                summary.not_waiting += 1;
-            }
-            Attempt::Credentials(why) => {
-                // Refused: certainly not approved.
-                journal
-                    .record_approval(
-                        item.item_id,
-                        id,
-                        ApprovalState::Waiting,
-                        Some(403),
-                        Some(&why),
-                    )
-                    .await?;
-                refused = Some(ApproveError::Credentials(why));
-            }
-            Attempt::Untrusted { err, sent } => {
-                if !sent {
+                Attempt::StillPending {
+                    why,
+                    retry,
+                    http_status,
+                } => {
                     journal
                         .record_approval(
                             item.item_id,
                             id,
                             ApprovalState::Waiting,
-                            None,
-                            Some(&err.to_string()),
+                            http_status,
+                            Some(&why),
                         )
                         .await?;
+                    if retry && tries < MAX_TRIES {
+                        queue.insert(0, (item, request_id, tries));
+                    } else {
+                        summary.left.push((item.order_id, why));
+                    }
                 }
-                refused = Some(ApproveError::Untrusted(err));
+                Attempt::NotPending { status } => {
+                    let why = format!("request is {status}, not by this approval");
+                    journal
+                        .record_approval(
+                            item.item_id,
+                            id,
+                            ApprovalState::NotWaiting,
+                            None,
+                            Some(&why),
+                        )
+                        .await?;
+                    summary.not_waiting += 1;
+                }
+                Attempt::Credentials(why) => {
+                    // Refused: certainly not approved.
+                    journal
+                        .record_approval(
+                            item.item_id,
+                            id,
+                            ApprovalState::Waiting,
+                            Some(403),
+                            Some(&why),
+                        )
+                        .await?;
+                    refused = Some(ApproveError::Credentials(why));
+                }
+                Attempt::Untrusted { err, sent } => {
+                    if !sent {
+                        journal
+                            .record_approval(
+                                item.item_id,
+                                id,
+                                ApprovalState::Waiting,
+                                None,
+                                Some(&err.to_string()),
+                            )
+                            .await?;
+                    }
+                    refused = Some(ApproveError::Untrusted(err));
+                }
+                Attempt::Unknown(why) => {
+                    summary.left.push((
+                        item.order_id,
+                        format!("outcome unknown ({why}); the next approve reads it back"),
+                    ));
+                }
             }
-            Attempt::Unknown(why) => {
-                summary.left.push((
-                    item.order_id,
-                    format!("outcome unknown ({why}); the next approve reads it back"),
-                ));
+        }
+        match refused {
+            Some(stop) => Err(stop),
+            None => {
+                for (item, _, _) in queue {
+                    summary
+                        .left
+                        .push((item.order_id, "not sent (stopped)".into()));
+                }
+                Ok(())
             }
         }
     }
-    match refused {
-        Some(stop) => Err(stop),
-        None => {
-            for (item, _, _) in queue {
-                summary
-                    .left
-                    .push((item.order_id, "not sent (stopped)".into()));
-            }
-            Ok(())
-        }
+    .await;
+    if result.is_err() {
+        // Approvals on the wire are let end (within the request timeout), not cut off at an
+        // unknown point while the lease is given up: the next approve reads them back.
+        while running.join_next().await.is_some() {}
     }
+    result
 }
 
 /// Counts the requests made and records them: they seed the next command's rate windows.
