@@ -27,7 +27,6 @@ pub fn input_digest(path: &Path, opts: &LoadOptions) -> Option<String> {
     if opts.fill_from_order || opts.purpose != Purpose::Reissue {
         return None;
     }
-    let manifest = std::fs::read(path).ok()?;
     let csr_file = fields::id("csr_file");
     let mut refs = References::default();
     // A bad `--set` is the normal path's to report.
@@ -56,27 +55,54 @@ pub fn input_digest(path: &Path, opts: &LoadOptions) -> Option<String> {
         }
     }
     let mut digest = Sha256::new();
-    let mut part = |bytes: &[u8]| {
-        // Length-prefixed, so no two different sequences of parts hash alike.
-        digest.update(u64::try_from(bytes.len()).unwrap_or(u64::MAX).to_be_bytes());
-        digest.update(bytes);
-    };
-    part(concat!("reissuer ", env!("CARGO_PKG_VERSION")).as_bytes());
-    part(format!("set {}", opts.defaults.len()).as_bytes());
+    part(
+        &mut digest,
+        concat!("reissuer ", env!("CARGO_PKG_VERSION")).as_bytes(),
+    );
+    part(
+        &mut digest,
+        format!("set {}", opts.defaults.len()).as_bytes(),
+    );
     for arg in &opts.defaults {
-        part(arg.as_bytes());
+        part(&mut digest, arg.as_bytes());
     }
-    part(format!("allow_cn_mismatch {}", opts.allow_cn_mismatch).as_bytes());
+    part(
+        &mut digest,
+        format!("allow_cn_mismatch {}", opts.allow_cn_mismatch).as_bytes(),
+    );
     if refs.dated {
-        part(format!("today {}", opts.today).as_bytes());
+        part(&mut digest, format!("today {}", opts.today).as_bytes());
     }
-    part(&manifest);
+    // Streamed: memory stays flat however long the manifest is.
+    let mut manifest = std::fs::File::open(path).ok()?;
+    let length = manifest.metadata().ok()?.len();
+    digest.update(length.to_be_bytes());
+    let mut buffer = vec![0; 1 << 16];
+    let mut copied = 0u64;
+    loop {
+        let read = std::io::Read::read(&mut manifest, &mut buffer).ok()?;
+        if read == 0 {
+            break;
+        }
+        digest.update(&buffer[..read]);
+        copied += u64::try_from(read).ok()?;
+    }
+    if copied != length {
+        // Changed while it was read: the normal path reads it again.
+        return None;
+    }
     let dir = manifest_dir(path);
     for name in &refs.files {
-        part(name.as_bytes());
-        part(&std::fs::read(dir.join(name)).ok()?);
+        part(&mut digest, name.as_bytes());
+        part(&mut digest, &std::fs::read(dir.join(name)).ok()?);
     }
     Some(hex::encode(digest.finalize()))
+}
+
+/// Adds one part, length first, so no two different sequences of parts hash alike.
+fn part(digest: &mut Sha256, bytes: &[u8]) {
+    digest.update(u64::try_from(bytes.len()).unwrap_or(u64::MAX).to_be_bytes());
+    digest.update(bytes);
 }
 
 /// What the digest needs beyond the manifest's own bytes.
