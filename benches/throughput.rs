@@ -974,10 +974,19 @@ fn noop_rerun_figure(report: &mut Report, work: &Path, csv: &Path) {
     let added = bytes(&journal).saturating_sub(before);
     let secs = done.wall.as_secs_f64();
     let share = added as f64 / before.max(1) as f64;
-    let csr_line = read(&stderr)
+    // How the rerun was planned: from an earlier run's plan (nothing validated), or by
+    // validating every row (then how many CSRs were verified again).
+    let plan_line = read(&stderr)
         .lines()
-        .find_map(|line| line.split_once("CSRs: ").map(|(_, rest)| rest.to_owned()))
-        .unwrap_or_else(|| "no CSR line".to_owned());
+        .find_map(|line| {
+            line.split_once("plan taken from ")
+                .map(|(_, rest)| format!("plan taken from {rest}"))
+                .or_else(|| {
+                    line.split_once("CSRs: ")
+                        .map(|(_, rest)| format!("CSRs: {rest}"))
+                })
+        })
+        .unwrap_or_else(|| "neither a plan line nor a CSR line".to_owned());
     report.row(
         "no-op rerun",
         format!(
@@ -994,7 +1003,7 @@ fn noop_rerun_figure(report: &mut Report, work: &Path, csv: &Path) {
     );
     report.detail(format!(
         "no-op rerun: the first run (exit {}, {accepted} accepted) took {:.1} s and left a \
-         {before}-byte journal; the rerun's log: `CSRs: {csr_line}`; peak RSS {}; {}",
+         {before}-byte journal; the rerun's log: `{plan_line}`; peak RSS {}; {}",
         first.code,
         first.wall.as_secs_f64(),
         mib(done.usage.maxrss_kib),

@@ -31,19 +31,35 @@ pub(crate) async fn plan_and_send(
     let started = std::time::Instant::now();
     let journal_existed = journal_path.exists();
     let (journal, integrity) = crate::journal::Journal::open_checking(journal_path).await?;
+    // What the manifest's validation would read, as one digest: when an earlier run had the
+    // same, the plan may be taken from it (once the key's account is known) instead of
+    // validating 100,000 rows again.
+    let input_digest = input_digest(&args.manifest, args.fill_from_order).await;
+    let memo_candidate = match &input_digest {
+        Some(digest) => match journal.has_input_digest(digest).await {
+            Ok(found) => found,
+            Err(err) => {
+                integrity.passed().await?;
+                return Err(err.into());
+            }
+        },
+        None => false,
+    };
     // While the journal's integrity is checked on a connection of its own, what needs neither
     // writing nor sending goes on: the CSRs verified before are read, and the manifest is
     // validated (on every core) into a bounded channel. A damaged journal is refused before
-    // anything is written or sent.
-    let verified = match journal.verified_csrs().await {
-        Ok(digests) => Arc::new(VerifiedCsrs::new(digests)),
-        Err(err) => {
-            integrity.passed().await?;
-            return Err(err.into());
+    // anything is written or sent. Not when the plan will likely come from an earlier run:
+    // then the validation is work that is thrown away.
+    let mut validation = None;
+    if !memo_candidate {
+        match Validation::start(&journal, args).await {
+            Ok(started) => validation = Some(started),
+            Err(err) => {
+                integrity.passed().await?;
+                return Err(err);
+            }
         }
-    };
-    let scan = (!args.fill_from_order)
-        .then(|| stream_rows(&args.manifest, false, &verified, Planned::from));
+    }
     integrity.passed().await?;
     // Who the key is, before anything is planned: a key that cannot be identified leaves no
     // new journal behind. When CertCentral cannot be reached (or a signal comes first), the
@@ -114,30 +130,45 @@ pub(crate) async fn plan_and_send(
     };
     // Before any request: fill-from-order's count too.
     send::seed_limiter(&sender.limiter, &journal, sender.options.request_timeout).await?;
-    // Facts are fetched before the plan's transaction takes the journal's one connection.
-    let rows = match scan {
-        Some(scan) => Rows::Streamed(scan),
-        None => Rows::Filled(filled_rows(&args.manifest, &journal, &sender, &verified).await?),
+    let memo = match (&input_digest, memo_candidate) {
+        (Some(digest), true) => journal.plan_from_memo(&new, digest).await?,
+        _ => None,
     };
-    let mut planner = journal.plan_run(&new).await?;
-    let invalid = match rows {
-        Rows::Streamed(scan) => plan_rows(scan, &mut planner, args.skip_invalid).await?,
-        Rows::Filled(rows) => {
-            let mut errors = Vec::new();
-            for row in rows {
-                plan_row(row.into(), &mut planner, args.skip_invalid, &mut errors).await?;
-            }
-            errors
+    // An unfinished run holding the same manifest is resumed, as the normal path would.
+    let memo = match memo {
+        Some(memo)
+            if open_before.as_ref().is_some_and(|open| {
+                open.manifest_digest.as_deref() == Some(&memo.planner.manifest_digest())
+            }) =>
+        {
+            memo.planner.rollback().await?;
+            None
+        }
+        memo => memo,
+    };
+    let (mut planner, invalid) = match memo {
+        Some(memo) => {
+            tracing::info!(
+                "plan taken from run {}'s: the manifest, the files it names and the options are \
+                 unchanged since, and each of its orders is still done (nothing validated again)",
+                memo.source_run
+            );
+            (memo.planner, Vec::new())
+        }
+        None => {
+            let validation = match validation {
+                Some(started) => started,
+                None => Validation::start(&journal, args).await?,
+            };
+            let (planner, invalid) =
+                plan_manifest(validation, args, &journal, &sender, &new).await?;
+            (planner, invalid)
         }
     };
-    let new_csrs = verified.take_new();
-    planner.remember_verified_csrs(&new_csrs).await?;
-    if !new_csrs.is_empty() || verified.reused() > 0 {
-        tracing::info!(
-            "CSRs: {} verified, {} verified by an earlier run (not again)",
-            new_csrs.len(),
-            verified.reused()
-        );
+    if invalid.is_empty()
+        && let Some(digest) = input_digest
+    {
+        planner.remember_inputs(digest);
     }
     if !invalid.is_empty() && !args.skip_invalid {
         planner.rollback().await?;
@@ -235,6 +266,75 @@ pub(crate) async fn plan_and_send(
     lease.release(&journal).await;
     journal.close().await;
     Ok(exit)
+}
+
+/// The manifest's digest of inputs, read on a blocking thread; `None` for `--fill-from-order`,
+/// whose payloads depend on the live orders.
+async fn input_digest(args: &super::ManifestArgs, fill_from_order: bool) -> Option<String> {
+    if fill_from_order {
+        return None;
+    }
+    let args = args.clone();
+    tokio::task::spawn_blocking(move || {
+        manifest::input_digest(&args.manifest, &super::validate::load_options(&args))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// The manifest's validation under way: the CSRs verified by earlier runs, and the rows being
+/// validated (unless `--fill-from-order`, whose rows are read once the facts can be fetched).
+struct Validation {
+    verified: Arc<VerifiedCsrs>,
+    scan: Option<Scan<Planned>>,
+}
+
+impl Validation {
+    async fn start(journal: &crate::journal::Journal, args: &RunArgs) -> anyhow::Result<Self> {
+        let verified = Arc::new(VerifiedCsrs::new(journal.verified_csrs().await?));
+        let scan = (!args.fill_from_order)
+            .then(|| stream_rows(&args.manifest, false, &verified, Planned::from));
+        Ok(Self { verified, scan })
+    }
+}
+
+/// Plans every row of the manifest (validated, or filled from the live orders); returns the
+/// planner and every validation error, in file order.
+async fn plan_manifest(
+    validation: Validation,
+    args: &RunArgs,
+    journal: &crate::journal::Journal,
+    sender: &Sender,
+    new: &NewRun,
+) -> anyhow::Result<(crate::journal::Planner, Vec<String>)> {
+    let Validation { verified, scan } = validation;
+    // Facts are fetched before the plan's transaction takes the journal's one connection.
+    let rows = match scan {
+        Some(scan) => Rows::Streamed(scan),
+        None => Rows::Filled(filled_rows(&args.manifest, journal, sender, &verified).await?),
+    };
+    let mut planner = journal.plan_run(new).await?;
+    let invalid = match rows {
+        Rows::Streamed(scan) => plan_rows(scan, &mut planner, args.skip_invalid).await?,
+        Rows::Filled(rows) => {
+            let mut errors = Vec::new();
+            for row in rows {
+                plan_row(row.into(), &mut planner, args.skip_invalid, &mut errors).await?;
+            }
+            errors
+        }
+    };
+    let new_csrs = verified.take_new();
+    planner.remember_verified_csrs(&new_csrs).await?;
+    if !new_csrs.is_empty() || verified.reused() > 0 {
+        tracing::info!(
+            "CSRs: {} verified, {} verified by an earlier run (not again)",
+            new_csrs.len(),
+            verified.reused()
+        );
+    }
+    Ok((planner, invalid))
 }
 
 /// Rows handed from the scanning thread to the planner at once: one wake-up per chunk, not

@@ -47,7 +47,7 @@ pub use lease::{LeaseAttempt, LeaseHolder, holder_identity};
 pub use prune::{PruneOutcome, PruneSelection, PrunedRun, Spared};
 pub use requests::SentRequest;
 pub use rotation::Rotation;
-pub use runs::{Counts, NewRun, Planner, RunRow};
+pub use runs::{Counts, MemoPlan, NewRun, Planner, RunRow};
 pub use state::ItemState;
 
 /// `PRAGMA application_id` of a reissuer journal ("RSSR").

@@ -117,44 +117,85 @@ pub struct Planner {
     counts: Counts,
     /// Rows not written yet.
     batch: Vec<PlannedRow>,
+    /// What the plan was made from (see [`Planner::remember_inputs`]).
+    input_digest: Option<String>,
+    /// The manifest digest of the run this one was planned from, when it was (no rows pass
+    /// through `digest` then).
+    memo_manifest_digest: Option<String>,
+}
+
+/// A run planned from an earlier one (see [`Journal::plan_from_memo`]).
+pub struct MemoPlan {
+    pub planner: Planner,
+    /// The run the plan was taken from.
+    pub source_run: i64,
 }
 
 impl Journal {
     /// Starts planning a run. Runs of an identified account first claim the runs recorded
     /// through the same base URL before accounts were identified (see [`Journal::claim_runs`]).
     pub async fn plan_run(&self, new: &NewRun) -> Result<Planner, JournalError> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(account_id) = new.account_id {
-            claim_runs(&mut tx, account_id, &new.base_url, None).await?;
+        let tx = self.pool.begin().await?;
+        begin_run(tx, new).await
+    }
+
+    /// Plans a run from an earlier run of the same account whose inputs had this same
+    /// `input_digest` (see `manifest::input_digest`), without a row of the manifest: every
+    /// order becomes a skipped row pointing at the success the normal planner would have found
+    /// (the newest success of the identical payload for the same account). `None`, with
+    /// nothing written, unless some such run had no invalid row and each of its rows is still
+    /// a success, or skipped for a success that still exists; then the manifest must be planned
+    /// the normal way. Not for forced runs, which send what already succeeded.
+    pub async fn plan_from_memo(
+        &self,
+        new: &NewRun,
+        input_digest: &str,
+    ) -> Result<Option<MemoPlan>, JournalError> {
+        if new.force {
+            return Ok(None);
         }
-        let now = now_text();
-        let run_id: i64 = sqlx::query_scalar(
-            "INSERT INTO runs (created_at, manifest, base_url, options, updated_at, account_id)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .bind(&now)
-        .bind(&new.manifest)
-        .bind(&new.base_url)
-        .bind(new.options.to_string())
-        .bind(&now)
-        .bind(new.account_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let mut digest = Sha256::new();
-        // The same manifest for the same account is the same run, whatever URL reached it.
-        match new.account_id {
-            Some(account_id) => digest.update(format!("account {account_id}").as_bytes()),
-            None => digest.update(new.base_url.as_bytes()),
+        let tx = self.pool.begin().await?;
+        let mut planner = begin_run(tx, new).await?;
+        let run_id = planner.run_id;
+        let source: Option<(i64, Option<String>, i64)> = sqlx::query_as(MEMO_SOURCE)
+            .bind(run_id)
+            .bind(input_digest)
+            .fetch_optional(&mut *planner.tx)
+            .await?;
+        let Some((source_run, manifest_digest, rows)) = source else {
+            planner.rollback().await?;
+            return Ok(None);
+        };
+        let skipped = sqlx::query(MEMO_SKIP)
+            .bind(run_id)
+            .bind(source_run)
+            .execute(&mut *planner.tx)
+            .await?
+            .rows_affected();
+        // Every source row finds its success (the source's own is one); anything else and the
+        // normal planner decides.
+        if i64::try_from(skipped).ok() != Some(rows) {
+            planner.rollback().await?;
+            return Ok(None);
         }
-        digest.update(if new.force { b"force\n" } else { b"plain\n" });
-        Ok(Planner {
-            tx,
-            run_id,
-            force: new.force,
-            digest,
-            counts: Counts::default(),
-            batch: Vec::with_capacity(PLAN_BATCH),
-        })
+        planner.counts.add(ItemState::Skipped, rows);
+        planner.memo_manifest_digest = manifest_digest;
+        planner.input_digest = Some(input_digest.to_owned());
+        Ok(Some(MemoPlan {
+            planner,
+            source_run,
+        }))
+    }
+
+    /// Whether some run of any account has this input digest: when none has, the manifest is
+    /// validated as early as possible, before the key's account is known.
+    pub async fn has_input_digest(&self, input_digest: &str) -> Result<bool, JournalError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM runs WHERE input_digest = $1 LIMIT 1")
+                .bind(input_digest)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
     }
 
     /// Claims for `account_id` the runs recorded before accounts were identified: those
@@ -316,6 +357,85 @@ impl Journal {
             .await?;
         Ok(())
     }
+}
+
+/// The newest run that can stand for a new run `$1` with input digest `$2`: of the same
+/// account, not pruned (prune removes all but the successes others stand for), no item that is
+/// not a success or skipped for a success still there, and every skipped order's success still
+/// there. Returns its id, its manifest digest and how many rows it has.
+const MEMO_SOURCE: &str = "SELECT r.id, r.manifest_digest,
+        (SELECT count(*) FROM items i WHERE i.run_id = r.id)
+        + (SELECT count(*) FROM skipped_items k WHERE k.run_id = r.id)
+     FROM runs r
+     WHERE r.input_digest = $2 AND r.id <> $1 AND r.pruned_at IS NULL
+     AND r.id IN (SELECT other_run_id FROM same_account WHERE run_id = $1)
+     AND NOT EXISTS (
+         SELECT 1 FROM items i WHERE i.run_id = r.id
+         AND NOT (i.state = 'succeeded'
+                  OR (i.state = 'skipped' AND EXISTS (
+                      SELECT 1 FROM items s WHERE s.id = i.skipped_for AND s.state = 'succeeded'))))
+     AND NOT EXISTS (
+         SELECT 1 FROM skipped_items k WHERE k.run_id = r.id
+         AND NOT EXISTS (SELECT 1 FROM items s WHERE s.id = k.success_id AND s.state = 'succeeded'))
+     ORDER BY r.id DESC LIMIT 1";
+
+/// Run `$1`'s skipped rows from run `$2`'s orders (lines and payload digests as planned then),
+/// each naming the success the normal planner would: the newest of the identical payload for
+/// the same order, against the same account (the lookup of `items::SKIP_KEYS_ALREADY_SUCCEEDED`).
+const MEMO_SKIP: &str = "WITH source AS MATERIALIZED (
+         SELECT i.order_id, i.line, i.payload_digest FROM items i WHERE i.run_id = $2
+         UNION ALL
+         SELECT k.order_id, k.line, s.payload_digest
+         FROM skipped_items k JOIN items s ON s.id = k.success_id WHERE k.run_id = $2),
+     found AS MATERIALIZED (
+         SELECT order_id, line, (
+             SELECT max(s.id) FROM items s
+             WHERE s.order_id = source.order_id AND s.payload_digest = source.payload_digest
+             AND s.state = 'succeeded'
+             AND s.run_id IN (SELECT other_run_id FROM same_account WHERE run_id = $1)
+         ) AS success_id
+         FROM source)
+     INSERT INTO skipped_items (run_id, order_id, line, success_id)
+     SELECT $1, order_id, line, success_id FROM found WHERE success_id IS NOT NULL";
+
+/// Opens a run being planned inside `tx`: the run's row first, then its rows go in.
+async fn begin_run(
+    mut tx: Transaction<'static, Any>,
+    new: &NewRun,
+) -> Result<Planner, JournalError> {
+    if let Some(account_id) = new.account_id {
+        claim_runs(&mut tx, account_id, &new.base_url, None).await?;
+    }
+    let now = now_text();
+    let run_id: i64 = sqlx::query_scalar(
+        "INSERT INTO runs (created_at, manifest, base_url, options, updated_at, account_id)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(&now)
+    .bind(&new.manifest)
+    .bind(&new.base_url)
+    .bind(new.options.to_string())
+    .bind(&now)
+    .bind(new.account_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut digest = Sha256::new();
+    // The same manifest for the same account is the same run, whatever URL reached it.
+    match new.account_id {
+        Some(account_id) => digest.update(format!("account {account_id}").as_bytes()),
+        None => digest.update(new.base_url.as_bytes()),
+    }
+    digest.update(if new.force { b"force\n" } else { b"plain\n" });
+    Ok(Planner {
+        tx,
+        run_id,
+        force: new.force,
+        digest,
+        counts: Counts::default(),
+        batch: Vec::with_capacity(PLAN_BATCH),
+        input_digest: None,
+        memo_manifest_digest: None,
+    })
 }
 
 /// `UPDATE` half of [`Journal::claim_runs`], inside a transaction.
@@ -499,15 +619,26 @@ impl Planner {
     /// The digest of everything planned so far: equal digests mean the same manifest content
     /// and options.
     pub fn manifest_digest(&self) -> String {
-        hex::encode(self.digest.clone().finalize())
+        match &self.memo_manifest_digest {
+            Some(digest) => digest.clone(),
+            None => hex::encode(self.digest.clone().finalize()),
+        }
+    }
+
+    /// Records what the plan was made from, so that a later run of the same inputs may be
+    /// planned from this one. Only for a plan with no invalid row: a run that recorded some as
+    /// invalid stands for no complete plan.
+    pub fn remember_inputs(&mut self, input_digest: String) {
+        self.input_digest = Some(input_digest);
     }
 
     /// Commits the run.
     pub async fn commit(mut self) -> Result<i64, JournalError> {
         self.settle().await?;
         let digest = self.manifest_digest();
-        sqlx::query("UPDATE runs SET manifest_digest = $1 WHERE id = $2")
+        sqlx::query("UPDATE runs SET manifest_digest = $1, input_digest = $2 WHERE id = $3")
             .bind(&digest)
+            .bind(&self.input_digest)
             .bind(self.run_id)
             .execute(&mut *self.tx)
             .await?;

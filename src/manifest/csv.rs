@@ -169,6 +169,11 @@ impl CsvRows {
         })
     }
 
+    /// Whether the header has a column for `id`: a field no column names is set in no row.
+    pub(crate) fn has_column(&self, id: FieldId) -> bool {
+        self.columns.contains(&id)
+    }
+
     fn raw_order(&self) -> RawOrder {
         let line = record_line(&self.reader, &self.record);
         let mut order = RawOrder {

@@ -28,6 +28,7 @@ mod csv;
 mod defaults;
 mod error;
 mod fields;
+mod inputs;
 mod options;
 mod raw;
 mod row;
@@ -37,6 +38,7 @@ mod toml;
 mod value;
 
 pub use error::{FieldError, ManifestError};
+pub use inputs::input_digest;
 pub use options::{LoadOptions, Purpose};
 pub use row::{InvalidRow, Order, Row, ScanSummary};
 
@@ -131,19 +133,23 @@ fn context(
     defaults: Layers,
     verified: &Arc<csr::VerifiedCsrs>,
 ) -> Context {
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     Context {
         file,
-        dir,
+        dir: manifest_dir(path),
         allow_cn_mismatch: opts.allow_cn_mismatch,
         fill_from_order: opts.fill_from_order,
         purpose: opts.purpose,
         today: opts.today,
         defaults,
         csrs: csr::CsrCache::new(CSR_CACHE_ENTRIES, verified.clone()),
+    }
+}
+
+/// The directory `csr_file` paths are relative to.
+fn manifest_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
     }
 }
 

@@ -407,6 +407,15 @@ fn own_csr_manifest(dir: &Path, order_ids: std::ops::RangeInclusive<u64>, reuse:
     path
 }
 
+/// [`fast_run`] with a default that every order of [`own_csr_manifest`] sets already: the same
+/// payloads, but options no earlier run had, so the manifest is validated, not planned from
+/// an earlier run.
+fn validating_run(dir: &Path, manifest: &Path, base_url: &str) -> std::process::Command {
+    let mut cmd = fast_run(dir, manifest, base_url);
+    cmd.args(["--set", "signature_hash=sha256"]);
+    cmd
+}
+
 /// The numbers of the log line that says how many CSRs were verified and how many were not
 /// verified again.
 fn csrs_verified(out: &std::process::Output) -> (u64, u64) {
@@ -439,8 +448,17 @@ async fn a_rerun_verifies_no_csr_again_a_changed_one_is_verified_and_prune_forge
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(csrs_verified(&out), (ORDERS, 0));
 
-    // The rerun parses every CSR but verifies none, sends nothing and adds little.
+    // The identical rerun is planned from the first run: no CSR is even parsed.
     let out = run(sim.base_url()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("plan taken from run 1's"),
+        "{}",
+        text(&out)
+    );
+    // A rerun whose options differ (a default no order takes: the payloads are the same) is
+    // validated: it parses every CSR but verifies none, sends nothing and adds little.
+    let out = output(validating_run(dir.path(), &manifest, &sim.base_url())).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(csrs_verified(&out), (0, ORDERS));
     assert_eq!(sim.ledger().accepted.len(), ORDERS as usize, "a rerun sent");
@@ -487,7 +505,7 @@ async fn a_rerun_verifies_no_csr_again_a_changed_one_is_verified_and_prune_forge
         "{}",
         text(&out)
     );
-    let out = output(fast_run(dir.path(), &manifest, &sim.base_url())).await;
+    let out = output(validating_run(dir.path(), &manifest, &sim.base_url())).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(csrs_verified(&out), (0, ORDERS));
     assert_eq!(sim.ledger().accepted.len(), 2 * ORDERS as usize);

@@ -6,6 +6,7 @@ mod faults;
 mod keygen;
 mod limits;
 mod manifest;
+mod memo;
 mod outage;
 mod pg_cluster;
 mod postgres;
