@@ -18,9 +18,10 @@ use super::raw::RawOrder;
 use super::value::{self, Typed};
 use super::{Format, LoadOptions, Purpose, defaults, manifest_dir, toml};
 
-/// The digest of the manifest at `path` read with `opts`: the program's version, the options
-/// that shape payloads and validation, the manifest's bytes, each file it references (by name
-/// and bytes) and, when some value is a date checked against today, today's date. `None` when
+/// The digest of the manifest at `path` read with `opts`: the program's build (its version and
+/// a digest of its sources), the options that shape payloads and validation, the manifest's
+/// bytes, each file it references (by name and bytes) and, when some value is a date checked
+/// against today, today's date. `None` when
 /// a digest cannot stand for the result: `--fill-from-order` (the live orders shape the
 /// payloads), a purpose other than a reissue, or anything unreadable.
 pub fn input_digest(path: &Path, opts: &LoadOptions) -> Option<String> {
@@ -57,7 +58,13 @@ pub fn input_digest(path: &Path, opts: &LoadOptions) -> Option<String> {
     let mut digest = Sha256::new();
     part(
         &mut digest,
-        concat!("reissuer ", env!("CARGO_PKG_VERSION")).as_bytes(),
+        concat!(
+            "reissuer ",
+            env!("CARGO_PKG_VERSION"),
+            " ",
+            env!("REISSUER_SOURCE_DIGEST")
+        )
+        .as_bytes(),
     );
     part(
         &mut digest,
