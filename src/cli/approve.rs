@@ -51,18 +51,12 @@ pub(crate) async fn approve(cli: &Cli, args: &ApproveArgs) -> anyhow::Result<Exi
         .approval_items(command.run.id)
         .await?
         .is_empty();
-    if has_work && let Err(err) = command.identify().await {
-        command.finish().await;
-        return Err(err);
-    }
     let options = ApproveOptions {
         comment: args.comment.clone(),
         concurrency: command.connection.concurrency,
     };
-    // Without work, nothing is asked of CertCentral: neither the key's identity nor a lease was
-    // taken, so nothing may be sent even if work appeared since.
-    let result = match has_work {
-        true => {
+    let worked = command
+        .work(has_work, |command| {
             approve::approve(
                 &command.journal,
                 &command.connection.client,
@@ -71,11 +65,10 @@ pub(crate) async fn approve(cli: &Cli, args: &ApproveArgs) -> anyhow::Result<Exi
                 &options,
                 &command.cancel,
             )
-            .await
-        }
-        false => Ok(approve::ApproveSummary::default()),
-    };
+        })
+        .await;
     let run = command.finish().await;
+    let result = worked?;
     let summary = match result {
         Ok(summary) => summary,
         Err(ApproveError::Credentials(why)) => {

@@ -74,18 +74,12 @@ async fn check(cli: &Cli, args: &DcvCheckArgs) -> anyhow::Result<Exit> {
         .dcv_waiting(command.run.id)
         .await?
         .is_empty();
-    if has_work && let Err(err) = command.identify().await {
-        command.finish().await;
-        return Err(err);
-    }
     let options = CheckOptions {
         wait: args.wait,
         concurrency: command.connection.concurrency,
     };
-    // Without work, nothing is asked of CertCentral: neither the key's identity nor a lease was
-    // taken, so nothing may be sent even if work appeared since.
-    let result = match has_work {
-        true => {
+    let worked = command
+        .work(has_work, |command| {
             check::check(
                 &command.journal,
                 &command.connection.client,
@@ -94,11 +88,10 @@ async fn check(cli: &Cli, args: &DcvCheckArgs) -> anyhow::Result<Exit> {
                 &options,
                 &command.cancel,
             )
-            .await
-        }
-        false => Ok(check::CheckSummary::default()),
-    };
+        })
+        .await;
     let run = command.finish().await;
+    let result = worked?;
     let summary = match result {
         Ok(summary) => summary,
         Err(DcvCheckError::Credentials(why)) => {

@@ -570,7 +570,7 @@ impl RunCommand {
     /// request for the run. A command with nothing to send does not call this, and asks
     /// CertCentral nothing. What the command then does is read from the journal after the
     /// lease is taken, so a predecessor's work is seen, not done again.
-    pub(crate) async fn identify(&mut self) -> anyhow::Result<()> {
+    async fn identify(&mut self) -> anyhow::Result<()> {
         let identity = self
             .connection
             .identify_for_run(&self.journal, &self.run)
@@ -587,6 +587,26 @@ impl RunCommand {
         .await?;
         self.lease = Some(lease);
         Ok(())
+    }
+
+    /// Carries out the command's work on the run when it has any (`has_work`), with the key
+    /// identified and the lease taken first ([`RunCommand::identify`]); without work nothing is
+    /// asked of CertCentral, even if work appears meanwhile, and the outcome is the empty one.
+    /// `Err`: the key could not be identified or the lease not taken (nothing was sent).
+    pub(crate) async fn work<'a, T, E, Fut>(
+        &'a mut self,
+        has_work: bool,
+        work: impl FnOnce(&'a Self) -> Fut,
+    ) -> anyhow::Result<Result<T, E>>
+    where
+        T: Default,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        if !has_work {
+            return Ok(Ok(T::default()));
+        }
+        self.identify().await?;
+        Ok(work(self).await)
     }
 
     /// Stops listening for signals, gives the lease up and closes the journal; what is left is
