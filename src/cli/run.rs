@@ -35,32 +35,25 @@ pub(crate) async fn plan_and_send(
     // same, the plan may be taken from it (once the key's account is known) instead of
     // validating 100,000 rows again.
     let input_digest = input_digest(&args.manifest, args.fill_from_order).await;
-    let memo_candidate = match &input_digest {
-        Some(digest) => match journal.has_input_digest(digest).await {
-            Ok(found) => found,
-            Err(err) => {
-                integrity.passed().await?;
-                return Err(err.into());
-            }
-        },
-        None => false,
-    };
     // While the journal's integrity is checked on a connection of its own, what needs neither
     // writing nor sending goes on: the CSRs verified before are read, and the manifest is
     // validated (on every core) into a bounded channel. A damaged journal is refused before
-    // anything is written or sent. Not when the plan will likely come from an earlier run:
-    // then the validation is work that is thrown away.
-    let mut validation = None;
-    if !memo_candidate {
-        match Validation::start(&journal, args).await {
-            Ok(started) => validation = Some(started),
-            Err(err) => {
-                integrity.passed().await?;
-                return Err(err);
-            }
-        }
+    // anything is written or sent, and before any error of this reading. Not when the plan will
+    // likely come from an earlier run: then the validation is work that is thrown away.
+    let prepared = async {
+        let memo_candidate = match &input_digest {
+            Some(digest) => journal.has_input_digest(digest).await?,
+            None => false,
+        };
+        let validation = match memo_candidate {
+            true => None,
+            false => Some(Validation::start(&journal, args).await?),
+        };
+        anyhow::Ok((memo_candidate, validation))
     }
+    .await;
     integrity.passed().await?;
+    let (memo_candidate, validation) = prepared?;
     // Who the key is, before anything is planned: a key that cannot be identified leaves no
     // new journal behind. When CertCentral cannot be reached (or a signal comes first), the
     // run is planned all the same with nothing sent, so `resume` continues it; resume
@@ -160,9 +153,7 @@ pub(crate) async fn plan_and_send(
                 Some(started) => started,
                 None => Validation::start(&journal, args).await?,
             };
-            let (planner, invalid) =
-                plan_manifest(validation, args, &journal, &sender, &new).await?;
-            (planner, invalid)
+            plan_manifest(validation, args, &journal, &sender, &new).await?
         }
     };
     if invalid.is_empty()
