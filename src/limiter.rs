@@ -7,6 +7,14 @@
 //! requests it counts are still inside the window. There is no smoothing: a window's whole
 //! allowance may be used at once, so a campaign takes no longer than the windows force.
 //!
+//! # Why not a token bucket
+//! A GCRA / token bucket of N per W (the `governor` crate's model, which this limiter was
+//! built on before) refills continuously: after a burst of N it admits another start W/N
+//! later, N + 1 inside one W, so it cannot stand for a rolling window. Put in front of the
+//! windows it can only delay what they allow (any sequence with at most N starts in every W
+//! also conforms to the bucket of burst N and rate N/W, so a bucket that admits every such
+//! sequence never binds, and one that binds costs throughput). Hence the exact windows alone.
+//!
 //! # The margin, and why it is all there is
 //! The server counts *arrival* times; we only know when we let a request go (admission) and
 //! when its answer came back (the end). Arrival lies between the two. So a request counts in a
